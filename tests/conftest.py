@@ -1,0 +1,53 @@
+import functools, http.server, os, threading
+from pathlib import Path
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def lite0_path():
+    from tl_course.backbones import lite0_checkpoint
+    return lite0_checkpoint()
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    "Serves a folder; records the paths asked for; '/cut/<n>' promises 1000 bytes and sends n."
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        if self.path.startswith('/cut/'):
+            self.send_response(200)
+            self.send_header('Content-Length', '1000')
+            self.end_headers()
+            self.wfile.write(b'x' * int(self.path.rsplit('/', 1)[1]))
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    "A real HTTP server on 127.0.0.1 serving `root`; yields (base_url, root, requests)."
+    root = tmp_path / 'served'
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Handler, directory=root))
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', root, server.requests
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port():
+    "A port on 127.0.0.1 where nothing listens."
+    import socket
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -1,0 +1,101 @@
+"The tl-course command: real subprocess runs for exit codes and output, in-process runs for the rest."
+import dataclasses, json, os, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tl_course import cli
+
+CATS = {281, 282, 285}
+
+
+@pytest.fixture(scope='module')
+def photo_dir(tmp_path_factory):
+    from skimage import data
+    d = tmp_path_factory.mktemp('photos')
+    Image.fromarray(data.chelsea()).save(d / 'chelsea.png')
+    Image.fromarray(data.coffee()).save(d / 'coffee.jpg', quality=92)
+    (d / 'notes.txt').write_text('not an image')
+    return d
+
+
+def run(*args, cwd, env=None):
+    exe = Path(sys.executable).with_name('tl-course')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from tl_course.cli import main; sys.exit(main())']
+    return subprocess.run(cmd + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in (env or os.environ).items() if k != 'TF_CPP_MIN_LOG_LEVEL'})
+
+
+def test_predict_json_puts_a_cat_first(photo_dir):
+    r = run('predict', 'chelsea.png', 'coffee.jpg', '--json', cwd=photo_dir)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [o['file'] for o in out] == ['chelsea.png', 'coffee.jpg']
+    assert out[0]['predictions'][0]['index'] in CATS
+    assert sum(p['prob'] for p in out[0]['predictions'] if p['index'] in CATS) >= 0.85
+    assert out[1]['predictions'][0]['name'] == 'espresso'
+    assert [p['rank'] for p in out[0]['predictions']] == [1, 2, 3, 4, 5]
+    assert set(out[0]['predictions'][0]) == {'rank', 'index', 'wnid', 'name', 'prob'}
+    assert r.stderr == ''  # TensorFlow's start-up lines are kept off the terminal
+
+
+@pytest.mark.parametrize('bad,why', [('missing.jpg', 'no such file'), ('notes.txt', 'not a readable image')])
+def test_bad_file_one_line_exit_2(photo_dir, bad, why):
+    r = run('predict', 'chelsea.png', bad, cwd=photo_dir)
+    assert r.returncode == 2
+    assert r.stdout == ''
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('tl-course: error: ') and bad in lines[0] and why in lines[0]
+
+
+def test_no_tensorflow_on_the_jax_backend(photo_dir):
+    code = ('import sys; from tl_course.cli import main; rc = main(["predict", "chelsea.png", "--top", "1"]); '
+            'print("TF", "tensorflow" in sys.modules); sys.exit(rc)')
+    r = subprocess.run([sys.executable, '-c', code], cwd=photo_dir, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'KERAS_BACKEND': 'jax'})
+    assert r.returncode == 0, r.stderr
+    assert 'TF False' in r.stdout and 'tiger_cat' in r.stdout
+
+
+def test_predict_table_and_top(photo_dir, capsys, monkeypatch):
+    monkeypatch.chdir(photo_dir)
+    assert cli.main(['predict', 'coffee.jpg', '--top', '3']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == 'coffee.jpg' and len(out) == 4 and out[1].split()[:2] == ['1.', 'espresso']
+
+
+@pytest.mark.parametrize('args,msg', [(['--top', '0'], '--top'), (['--backbone', 'resnet5'], 'Unknown backbone')])
+def test_bad_arguments_exit_2(photo_dir, capsys, monkeypatch, args, msg):
+    monkeypatch.chdir(photo_dir)
+    assert cli.main(['predict', 'chelsea.png'] + args) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_offline_keras_backbone_exit_1(photo_dir, capsys, monkeypatch, tmp_path, closed_port):
+    from tl_course import backbones as B
+    spec = dataclasses.replace(B.backbone_spec('resnet50'),
+                               weights_files=B._files(f'http://127.0.0.1:{closed_port}/', 'r.h5', 'r_notop.h5'))
+    monkeypatch.setitem(B.BACKBONES, 'resnet50', spec)
+    monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+    monkeypatch.chdir(photo_dir)
+    assert cli.main(['predict', 'chelsea.png', '--backbone', 'resnet50']) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'r.h5' in err and str(tmp_path) in err
+
+
+def test_demo_writes_figure_json_and_table(tmp_path, capsys):
+    assert cli.main(['demo', '--out', str(tmp_path / 'run')]) == 0
+    out = capsys.readouterr().out
+    assert 'espresso' in out and 'chelsea' in out
+    res = json.loads((tmp_path / 'run' / 'predictions.json').read_text())
+    assert [r['file'] for r in res] == ['chelsea', 'coffee', 'rocket', 'astronaut', 'motorcycle']
+    assert res[0]['predictions'][0]['index'] in CATS
+    img = np.asarray(Image.open(tmp_path / 'run' / 'predictions.png'))
+    assert img.shape[0] > 500 and img.std() > 10  # a real figure, not a blank canvas
+
+
+def test_help_lists_the_registry():
+    from tl_course.backbones import list_backbones
+    assert cli._NAMES.split(', ') == list_backbones()
