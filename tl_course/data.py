@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'ImageError', 'load_image', 'resize_center_crop', 'bundled_photos']
 
-# %% ../nbs/03_data.ipynb #e52aec6a
+# %% ../nbs/03_data.ipynb #52e78ab4
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# %% ../nbs/03_data.ipynb #b9c0f61e
+# %% ../nbs/03_data.ipynb #c66f555e
 class ImageError(ValueError):
     "A file that cannot be used as an image; the message names the file and the reason."
 
@@ -40,7 +40,7 @@ def load_image(path, # an image file (JPEG, PNG, GIF, BMP, TIFF, WebP)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/03_data.ipynb #aa562271
+# %% ../nbs/03_data.ipynb #30d1060c
 def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
                        size:int=224, # side of the square output
                        crop_fraction:float=0.875, # the crop's share of the resized short side
@@ -54,7 +54,7 @@ def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
     top,left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(im)[top:top + size, left:left + size]
 
-# %% ../nbs/03_data.ipynb #9564be66
+# %% ../nbs/03_data.ipynb #f41d9fe1
 def bundled_photos() -> dict:
     "The colour photos bundled with scikit-image (no download): name -> (H, W, 3) uint8 array."
     from skimage import data as sk

@@ -1,0 +1,29 @@
+"""Run lesson notebooks for real and store their outputs, as they are committed.
+
+    python tools/execute_notebooks.py [nbs/05_backbones.ipynb ...]   (default: every notebook in nbs/)
+
+Each notebook is executed in place in its own folder (as nbdev-test does); then stderr outputs that consist only
+of TensorFlow's C++ start-up lines (absl, cudart, oneDNN notices, printed whatever TF_CPP_MIN_LOG_LEVEL says) are
+dropped, and nbdev-clean removes metadata. Nothing else in the outputs is touched.
+"""
+import os, re, subprocess, sys
+from pathlib import Path
+import nbformat
+from nbconvert.preprocessors import ExecutePreprocessor
+
+NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} .*(cudart_stub|port\.cc|cpu_feature_guard)|'
+                   r'To enable the following instructions|E0000 .*Unable to register)')
+
+root = Path(__file__).resolve().parent.parent
+paths = [Path(p) for p in sys.argv[1:]] or sorted((root / 'nbs').glob('*.ipynb'))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+for path in paths:
+    nb = nbformat.read(path, as_version=4)
+    ExecutePreprocessor(timeout=1800, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(path.parent)}})
+    for cell in nb.cells:
+        if cell.cell_type != 'code': continue
+        cell.outputs = [o for o in cell.outputs if not (o.get('name') == 'stderr' and
+                        all(NOISE.match(l) for l in o.get('text', '').splitlines() if l.strip()))]
+    nbformat.write(nb, path)
+    print(f'{path.name}: executed, {path.stat().st_size / 1e3:.0f} kB')
+subprocess.run([str(Path(sys.executable).with_name('nbdev-clean'))], cwd=root, check=True)
