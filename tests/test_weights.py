@@ -208,3 +208,16 @@ def test_writer_reproduces_lite0_file_exactly(tmp_path, lite0_path):
     back = load_torch_legacy(save_torch_legacy(sd, tmp_path / 'copy.pth'))
     assert list(back) == list(sd)
     assert all(np.array_equal(back[k], sd[k]) for k in sd)
+
+
+def test_file_written_by_pytorch_itself():
+    """A legacy file written by PyTorch 2.13.0 (`torch.save(sd, path, _use_new_zipfile_serialization=False)`):
+    views sharing one storage (`a`, its transpose `b`, an offset slice `c`), an int64 scalar `d`, a permuted tensor
+    `e`. The .npz beside it holds `v.numpy()` of each, saved in the same run."""
+    data = Path(__file__).parent / 'data'
+    got = load_torch_legacy(data / 'torch_legacy_views.pth')
+    want = np.load(data / 'torch_legacy_views.npz')
+    assert list(got) == ['a', 'b', 'c', 'd', 'e']
+    for k in got:
+        assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype
+        np.testing.assert_array_equal(got[k], want[k])

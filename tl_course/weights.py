@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['LEGACY_MAGIC', 'LEGACY_PROTOCOL', 'load_torch_legacy', 'save_torch_legacy']
 
-# %% ../nbs/04_weights.ipynb #85e10a91
-import collections, io, pickle, struct
+# %% ../nbs/04_weights.ipynb #b6daf723
+import collections, pickle, struct
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/04_weights.ipynb #5e813255
+# %% ../nbs/04_weights.ipynb #7b43b059
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 _STORAGE_DTYPES = {'FloatStorage': np.dtype('<f4'), 'LongStorage': np.dtype('<i8')}
@@ -43,7 +43,7 @@ _STATE_DICT_GLOBALS = {('collections','OrderedDict'): collections.OrderedDict,
                        ('torch._utils','_rebuild_tensor_v2'): _rebuild_tensor_v2,
                        **{('torch', n): g for n,g in _STORAGE_TYPES.items()}}
 
-# %% ../nbs/04_weights.ipynb #e6984dc9
+# %% ../nbs/04_weights.ipynb #d96f561f
 class _SafeUnpickler(pickle.Unpickler):
     "An unpickler that resolves only the globals in `allowed` and storages as persistent ids."
     def __init__(self, f, allowed=None):
@@ -67,7 +67,7 @@ class _SafeUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f'storage {ref.key} is described twice, differently')
         return self.storages[ref.key]
 
-# %% ../nbs/04_weights.ipynb #e3d1ee6e
+# %% ../nbs/04_weights.ipynb #19a21b87
 def _read_exact(f, n, what):
     b = f.read(n)
     if len(b) != n: raise ValueError(f'truncated: {what} needs {n} bytes, only {len(b)} left')
@@ -124,7 +124,7 @@ def load_torch_legacy(path) -> dict:
                 struct.error, UnicodeDecodeError, MemoryError) as e:
             raise ValueError(f'{path}: cannot be read as a legacy torch.save state dict: {e}') from None
 
-# %% ../nbs/04_weights.ipynb #a8362af4
+# %% ../nbs/04_weights.ipynb #25c85836
 _REBUILD = _Global('torch._utils', '_rebuild_tensor_v2')
 _NP2STORAGE = {np.dtype('float32'): 'FloatStorage', np.dtype('int64'): 'LongStorage'}
 
