@@ -6,18 +6,18 @@
 __all__ = ['add_bias', 'softmax_regression_grad', 'numerical_gradient', 'relative_error', 'GDRun', 'accuracy', 'gradient_descent',
            'plot_loss_curves', 'gd_loss_figure', 'loss_curve_explorer']
 
-# %% ../nbs/02_optim.ipynb #2a08abab
+# %% ../nbs/02_optim.ipynb #52f49378
 from typing import NamedTuple
 import numpy as np
 from .losses import cross_entropy, one_hot, softmax
 
-# %% ../nbs/02_optim.ipynb #bd5d18b2
+# %% ../nbs/02_optim.ipynb #881daff6
 def add_bias(X):
     "Append a column of ones to the (N, D) inputs, so that the last row of W acts as a bias."
     X = np.asarray(X, dtype=np.float64)
     return np.hstack([X, np.ones((len(X), 1))])
 
-# %% ../nbs/02_optim.ipynb #3d384133
+# %% ../nbs/02_optim.ipynb #e87725aa
 def softmax_regression_grad(W, # (D, C) weights
                             X, # (N, D) inputs (with the bias column)
                             Y, # (N, C) one-hot labels, or (N,) integer labels
@@ -27,7 +27,7 @@ def softmax_regression_grad(W, # (D, C) weights
     Y = one_hot(Y, W.shape[1]) if np.ndim(Y) == 1 else Y
     return cross_entropy(Z, Y), X.T @ (softmax(Z) - Y) / len(X)
 
-# %% ../nbs/02_optim.ipynb #74389669
+# %% ../nbs/02_optim.ipynb #e07631f8
 def numerical_gradient(f, # function of W returning a scalar
                        W, # where to evaluate
                        eps:float=1e-5, # finite-difference step
@@ -49,7 +49,7 @@ def relative_error(a, b) -> float:
     den = np.abs(a) + np.abs(b)
     return float(np.max(np.where(den > 0, np.abs(a - b) / np.where(den > 0, den, 1), 0.0)))
 
-# %% ../nbs/02_optim.ipynb #bb823ea6
+# %% ../nbs/02_optim.ipynb #02012dca
 class GDRun(NamedTuple):
     W:np.ndarray # the final weights
     losses:np.ndarray # the training loss before each step
@@ -79,7 +79,7 @@ def gradient_descent(X, # (N, D) training inputs, with the bias column
     acc = accuracy(W, X_test, y_test) if X_test is not None else float('nan')
     return GDRun(W, np.array(losses), acc)
 
-# %% ../nbs/02_optim.ipynb #a5ea1384
+# %% ../nbs/02_optim.ipynb #1bc733d4
 def plot_loss_curves(runs:dict, # label -> sequence of losses
                      title:str='', log:bool=True) -> 'matplotlib.figure.Figure':
     "Training loss against step for several runs, on a log scale by default."
@@ -91,7 +91,7 @@ def plot_loss_curves(runs:dict, # label -> sequence of losses
     ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_title(title); ax.legend()
     return fig
 
-# %% ../nbs/02_optim.ipynb #0cbc0b13
+# %% ../nbs/02_optim.ipynb #6fc69c78
 def gd_loss_figure(X, y, # training inputs (with bias column) and integer labels
                    lr:float, momentum:float=0.0, steps:int=100):
     "A loss-curve figure of full-batch gradient descent with the given settings (the interactive cell draws this)."
