@@ -142,3 +142,194 @@ def test_bundled_photos():
     photos = bundled_photos()
     assert set(photos) == {'chelsea', 'coffee', 'rocket', 'astronaut', 'motorcycle'}
     assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= 256 for p in photos.values())
+
+
+# --- folders: layouts, splits, bad files, inspect ---
+
+from pathlib import Path
+import json, subprocess, sys
+
+from tl_course.data import check_image, inspect, load_image_folder
+
+SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+def noise(h=40, w=48, mode='RGB', seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (h, w, 3) if mode == 'RGB' else (h, w)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), 'RGB' if mode == 'RGB' else 'L')
+
+
+def make_folder(root, layout):
+    "layout: {'train/ants': 5, ...} -> that many noise JPEGs in each folder."
+    for sub, n in layout.items():
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n): noise(seed=hash((sub, i)) % 2**32).save(root / sub / f'{i}.jpg', quality=90)
+    return root
+
+
+def test_class_layout_with_stratified_seeded_split(tmp_path):
+    root = make_folder(tmp_path / 'd', {'a': 20, 'b': 10, 'c': 3})
+    f = load_image_folder(root, val_split=0.3, seed=1)
+    assert f.classes == ['a', 'b', 'c'] and set(f.splits) == {'train', 'val'}
+    assert np.bincount(f.labels('val')).tolist() == [6, 3, 1]
+    assert np.bincount(f.labels('train')).tolist() == [14, 7, 2]
+    assert not set(f.files('train')) & set(f.files('val'))
+    assert load_image_folder(root, val_split=0.3, seed=1).files('val') == f.files('val')
+    assert load_image_folder(root, val_split=0.3, seed=2).files('val') != f.files('val')
+    assert load_image_folder(root).splits.keys() == {'train'}
+
+
+def test_split_layout_and_split_names(tmp_path):
+    root = make_folder(tmp_path / 'd', {'train/x': 3, 'train/y': 3, 'validation/x': 2, 'validation/y': 1, 'test/y': 2})
+    f = load_image_folder(root)
+    assert set(f.splits) == {'train', 'val', 'test'} and f.classes == ['x', 'y']
+    assert f.labels('test').tolist() == [1, 1]  # a class missing from a split keeps its label
+    with pytest.raises(ValueError, match='val split already'):
+        load_image_folder(root, val_split=0.2)
+
+
+def test_two_folders_for_one_split(tmp_path):
+    root = make_folder(tmp_path / 'd', {'train/x': 2, 'val/x': 2, 'validation/x': 2})
+    with pytest.raises(ValueError, match='name the val split'):
+        load_image_folder(root)
+
+
+def test_class_in_val_missing_from_train(tmp_path):
+    root = make_folder(tmp_path / 'd', {'train/ants': 2, 'val/ants': 2, 'val/wasps': 2})
+    with pytest.raises(ValueError, match=r"\['wasps'\] are missing from .*train"):
+        load_image_folder(root)
+
+
+def test_empty_class_folder(tmp_path):
+    root = make_folder(tmp_path / 'd', {'ants': 3})
+    (root / 'bees').mkdir()
+    with pytest.raises(ValueError, match='bees: an empty class folder'):
+        load_image_folder(root)
+    (root / 'bees' / 'notes.txt').write_text('only a bad file')
+    with pytest.raises(ValueError, match='bees: an empty class folder'):
+        load_image_folder(root)
+
+
+def test_no_class_folders_and_missing_root(tmp_path):
+    (tmp_path / 'flat').mkdir()
+    noise().save(tmp_path / 'flat' / 'a.jpg')
+    with pytest.raises(ValueError, match='no class folders'):
+        load_image_folder(tmp_path / 'flat')
+    with pytest.raises(ValueError, match='no such folder'):
+        load_image_folder(tmp_path / 'nope')
+
+
+def placeholder():
+    from PIL import ImageDraw
+    im = Image.new('RGB', (300, 300), 'white')
+    ImageDraw.Draw(im).text((60, 140), "WE'RE SORRY, THIS IMAGE COULD NOT BE FOUND", fill='gray')
+    return im.convert('P')
+
+
+BAD_CASES = {  # file name -> (how to write it, the reason's start)
+    'truncated.jpg': (lambda p, good: p.write_bytes(good.read_bytes()[:400]), 'cannot be decoded'),
+    'zero.jpg': (lambda p, good: p.write_bytes(b''), 'empty file'),
+    'notes.txt': (lambda p, good: p.write_text('hello'), 'not an image file'),
+    '.DS_Store': (lambda p, good: p.write_bytes(b'\x00\x00\x00\x01Bud1'), 'not an image file'),
+    'imageNotFound.gif': (lambda p, good: placeholder().save(p), 'not a photo'),
+    'tiny.png': (lambda p, good: noise(5, 30).save(p), 'too small (30x5)'),
+    'blank.png': (lambda p, good: Image.new('RGB', (64, 64), 'black').save(p), 'not a photo'),
+    'bomb.png': (lambda p, good: Image.new('L', (8000, 8000)).save(p), 'over the limit'),
+    'fake.png': (lambda p, good: p.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40), 'cannot be decoded'),
+}
+
+
+@pytest.mark.parametrize('name', BAD_CASES)
+def test_each_bad_file_is_reported_and_skipped(tmp_path, name):
+    root = make_folder(tmp_path / 'd', {'ants': 3, 'bees': 3})
+    write, reason = BAD_CASES[name]
+    write(root / 'ants' / name, root / 'ants' / '0.jpg')
+    f = load_image_folder(root)
+    assert [(p.name, reason in r) for p, r in f.bad] == [(name, True)], f.bad
+    assert len(f.files()) == 6 and root / 'ants' / name not in f.files()
+    with pytest.raises(ValueError, match=name.replace('.', r'\.')):
+        load_image_folder(root, strict=True)
+
+
+GOOD_CASES = {
+    'grey.png': lambda p: noise(mode='L').save(p),
+    'palette.png': lambda p: noise().quantize(256).save(p),
+    'rgba.png': lambda p: noise().convert('RGBA').save(p),
+    'cmyk.jpg': lambda p: noise().convert('CMYK').save(p, quality=95),
+    'sixteen.png': lambda p: Image.fromarray((np.asarray(noise(mode='L'), np.uint16) * 257)).save(p),
+    'rotated.jpg': lambda p: noise().save(p, exif=_exif_rotated()),
+    'photo.webp': lambda p: noise().save(p),
+}
+
+
+def _exif_rotated():
+    e = Image.Exif()
+    e[0x0112] = 6
+    return e
+
+
+@pytest.mark.parametrize('name', GOOD_CASES)
+def test_unusual_but_good_images_are_kept_and_read_as_rgb(tmp_path, name):
+    root = make_folder(tmp_path / 'd', {'a': 2, 'b': 2})
+    GOOD_CASES[name](root / 'a' / name)
+    f = load_image_folder(root)
+    assert f.bad == [] and root / 'a' / name in f.files()
+    img = load_image(root / 'a' / name)
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads files whatever their permissions')
+def test_unreadable_file_in_a_folder(tmp_path):
+    root = make_folder(tmp_path / 'd', {'a': 2, 'b': 2})
+    (root / 'a' / '0.jpg').chmod(0)
+    assert load_image_folder(root).bad == [(root / 'a' / '0.jpg', 'permission denied')]
+
+
+def test_inspect_counts_sizes_and_leakage(tmp_path):
+    root = make_folder(tmp_path / 'd', {'train/a': 3, 'train/b': 2, 'val/a': 1, 'val/b': 1})
+    (root / 'val' / 'b' / 'copy.jpg').write_bytes((root / 'train' / 'a' / '1.jpg').read_bytes())
+    BAD_CASES['truncated.jpg'][0](root / 'train' / 'b' / 'cut.jpg', root / 'train' / 'b' / '0.jpg')
+    r = inspect(root)
+    assert r['splits'] == {'train': 5, 'val': 3}
+    assert r['counts'] == {'train': {'a': 3, 'b': 2}, 'val': {'a': 1, 'b': 2}}
+    assert r['image_width'] == {'min': 48, 'median': 48.0, 'max': 48}
+    assert r['duplicates_across_splits'] == [['train/a/1.jpg', 'val/b/copy.jpg']]
+    assert [b['file'] for b in r['bad']] == ['train/b/cut.jpg']
+    json.dumps(r)  # serialisable as it is
+
+
+def test_check_image_accepts_a_real_photo(tmp_path):
+    from skimage import data
+    Image.fromarray(data.astronaut()).save(tmp_path / 'a.jpg')
+    assert check_image(tmp_path / 'a.jpg') == ''
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason='../shared/data is not here')
+def test_hymenoptera_as_documented():
+    r = inspect(SHARED / 'hymenoptera_data')
+    assert r['splits'] == {'train': 244, 'val': 153} and r['classes'] == ['ants', 'bees']
+    assert [b['file'] for b in r['bad']] == ['train/ants/imageNotFound.gif']
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason='../shared/data is not here')
+def test_cifar10_subset_as_documented():
+    f = load_image_folder(SHARED / 'cifar10_subset')
+    assert len(f.classes) == 10 and {s: len(v[0]) for s, v in f.splits.items()} == {'train': 5000, 'test': 10000}
+    assert f.bad == [] and np.bincount(f.labels('train')).tolist() == [500] * 10
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason='../shared/data is not here')
+def test_cli_inspect_json_on_hymenoptera():
+    r = subprocess.run([sys.executable, '-c', 'import sys; from tl_course.cli import main; sys.exit(main())', 'inspect',
+                        str(SHARED / 'hymenoptera_data'), '--json'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out['splits'] == {'train': 244, 'val': 153} and len(out['bad']) == 1
+    assert 'tensorflow' not in r.stderr.lower()
+
+
+def test_cli_inspect_bad_folder_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, '-c', 'import sys; from tl_course.cli import main; sys.exit(main())', 'inspect',
+                        str(tmp_path / 'nope')], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'nope: no such folder' in r.stderr
