@@ -333,3 +333,114 @@ def test_cli_inspect_bad_folder_exit_2(tmp_path):
     r = subprocess.run([sys.executable, '-c', 'import sys; from tl_course.cli import main; sys.exit(main())', 'inspect',
                         str(tmp_path / 'nope')], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'nope: no such folder' in r.stderr
+
+
+# --- augmentation and pipelines ---
+
+from tl_course.data import (augment, image_batches, random_resized_crop, random_rotate, resize_short_side, tf_dataset,
+                            translate)
+
+
+@pytest.fixture(scope='module')
+def small_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pipe')
+    for c, n in (('a', 5), ('b', 4)):
+        (root / c).mkdir()
+        for i in range(n): noise(50 + 7 * i, 60, seed=10 * i + len(c) + ord(c)).save(root / c / f'{i}.png')
+    return load_image_folder(root)
+
+
+def test_augment_shapes_and_determinism():
+    base = resize_short_side(np.asarray(noise(300, 400)), 256)
+    assert base.shape == (256, 341, 3)
+    a = augment(base, 224, np.random.default_rng(5))
+    assert a.shape == (224, 224, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, augment(base, 224, np.random.default_rng(5)))
+    assert not np.array_equal(a, augment(base, 224, np.random.default_rng(6)))
+
+
+def test_random_resized_crop_on_extreme_aspect():
+    out = random_resized_crop(np.zeros((10, 1000, 3), np.uint8), 32, np.random.default_rng(0))
+    assert out.shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize('dx,dy', [(5, 0), (0, -4), (-3, 6)])
+def test_translate_moves_content_exactly(dx, dy):
+    img = np.asarray(noise(40, 50))
+    out = translate(img, dx, dy)
+    ys, xs = slice(10, 30), slice(10, 40)
+    np.testing.assert_array_equal(out[ys, xs], img[10 - dy:30 - dy, 10 - dx:40 - dx])
+
+
+def test_rotation_by_zero_is_identity():
+    img = np.asarray(noise())
+    np.testing.assert_array_equal(random_rotate(img, np.random.default_rng(0), max_degrees=0), img)
+
+
+def test_image_batches_eval_is_the_centre_crop(small_folder):
+    ds = image_batches(small_folder.files(), small_folder.labels(), size=32, batch_size=4)
+    assert len(ds) == 3
+    x, y = ds[2]
+    assert x.shape == (1, 32, 32, 3) and x.dtype == np.float32 and y.tolist() == [1]
+    np.testing.assert_array_equal(x[0], resize_center_crop(load_image(small_folder.files()[-1]), 32))
+
+
+def test_image_batches_training_seeded_and_varied(small_folder):
+    make = lambda seed: image_batches(small_folder.files(), small_folder.labels(), 32, 4, training=True, seed=seed)
+    a = make(0)
+    first = a[0]
+    np.testing.assert_array_equal(first[0], make(0)[0][0])
+    assert not np.array_equal(first[0], make(1)[0][0])
+    a.on_epoch_end()
+    assert not np.array_equal(first[0], a[0][0])
+    labels = np.concatenate([a[i][1] for i in range(len(a))])
+    assert sorted(labels.tolist()) == sorted(small_folder.labels().tolist())  # every image once per epoch
+
+
+def test_image_batches_with_worker_threads(small_folder):
+    plain = image_batches(small_folder.files(), small_folder.labels(), 32, 4)
+    threaded = image_batches(small_folder.files(), small_folder.labels(), 32, 4, workers=2)
+    for i in range(len(plain)): np.testing.assert_array_equal(plain[i][0], threaded[i][0])
+
+
+def test_image_batches_applies_the_backbone_preprocessing(small_folder):
+    from tl_course.backbones import backbone_spec
+    raw = image_batches(small_folder.files(), small_folder.labels(), 32, 4)[0][0]
+    pre = image_batches(small_folder.files(), small_folder.labels(), 32, 4,
+                        preprocess=backbone_spec('efficientnet_lite0').preprocess)[0][0]
+    np.testing.assert_allclose(pre, raw / 127.5 - 1, atol=1e-6)
+
+
+def test_backend_neutral_path_never_imports_tensorflow(small_folder):
+    code = ('import sys; from tl_course.data import load_image_folder, image_batches; '
+            'from tl_course.backbones import backbone_spec; '
+            f'f = load_image_folder({str(small_folder.root)!r}); '
+            'ds = image_batches(f.files(), f.labels(), 32, 4, training=True, preprocess=backbone_spec("efficientnet_lite0").preprocess); '
+            'x, y = ds[0]; print(x.shape, "tensorflow" in sys.modules)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'KERAS_BACKEND': 'jax'})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == 'False' and '(4, 32, 32, 3)' in r.stdout
+
+
+@pytest.mark.tf_only
+def test_tf_dataset_matches_the_neutral_path_on_evaluation(small_folder):
+    from tl_course.backbones import backbone_spec
+    pre = backbone_spec('efficientnet_lite0').preprocess
+    neutral = image_batches(small_folder.files(), small_folder.labels(), 32, 4, preprocess=pre)
+    tfd = list(tf_dataset(small_folder.files(), small_folder.labels(), 32, 4, preprocess=pre))
+    assert len(tfd) == len(neutral)
+    for (x, y), i in zip(tfd, range(len(neutral))):
+        np.testing.assert_array_equal(x.numpy(), neutral[i][0])
+        np.testing.assert_array_equal(y.numpy(), neutral[i][1])
+
+
+@pytest.mark.tf_only
+def test_tf_dataset_training_seeded_and_reshuffled(small_folder):
+    make = lambda: tf_dataset(small_folder.files(), small_folder.labels(), 32, 4, training=True, seed=3)
+    ds = make()
+    e1 = np.concatenate([x.numpy() for x, _ in ds])
+    e2 = np.concatenate([x.numpy() for x, _ in ds])
+    np.testing.assert_array_equal(e1, np.concatenate([x.numpy() for x, _ in make()]))
+    assert e1.shape == (9, 32, 32, 3) and not np.array_equal(e1, e2)
+    assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == sorted(small_folder.labels().tolist())

@@ -4,9 +4,11 @@
 
 # %% auto #0
 __all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'SPLIT_NAMES', 'ImageError', 'load_image', 'resize_center_crop', 'flat_share',
-           'check_image', 'ImageFolder', 'load_image_folder', 'inspect', 'bundled_photos']
+           'check_image', 'ImageFolder', 'load_image_folder', 'inspect', 'resize_short_side', 'random_resized_crop',
+           'random_flip', 'translate', 'random_translate', 'random_rotate', 'augment', 'image_batches', 'tf_dataset',
+           'bundled_photos']
 
-# %% ../nbs/03_data.ipynb #9abd4a28
+# %% ../nbs/03_data.ipynb #0557bec3
 import hashlib, os, statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# %% ../nbs/03_data.ipynb #420ca544
+# %% ../nbs/03_data.ipynb #65c4814a
 def _to_rgb(im):
     "A PIL image in RGB: 16-bit grey scaled (not clipped) to 8 bits, transparency composited on white."
     if im.mode.startswith('I'): # 16-bit or 32-bit grey: PIL's convert would clip everything above 255 to white
@@ -47,7 +49,7 @@ def load_image(path, # an image file (JPEG, PNG, GIF, BMP, TIFF, WebP)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/03_data.ipynb #31d8a570
+# %% ../nbs/03_data.ipynb #5f3eb505
 def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
                        size:int=224, # side of the square output
                        crop_fraction:float=0.875, # the crop's share of the resized short side
@@ -61,7 +63,7 @@ def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
     top,left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(im)[top:top + size, left:left + size]
 
-# %% ../nbs/03_data.ipynb #7be520b9
+# %% ../nbs/03_data.ipynb #ddf5360c
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 SPLIT_NAMES = {'train': 'train', 'val': 'val', 'validation': 'val', 'test': 'test'}
 
@@ -92,7 +94,7 @@ def check_image(path, # the file to check
         return f'cannot be decoded ({type(e).__name__}: {e})'
     return ''
 
-# %% ../nbs/03_data.ipynb #4cf32a7f
+# %% ../nbs/03_data.ipynb #776ac58c
 @dataclass
 class ImageFolder:
     "An image folder, checked: class names, files and labels per split, and the files skipped with their reasons."
@@ -173,7 +175,7 @@ def load_image_folder(root, # `<root>/<class>/*` or `<root>/<split>/<class>/*`
         splits['train'], splits['val'] = _stratified_split(*splits['train'], val_split, seed)
     return ImageFolder(root, classes, splits, bad)
 
-# %% ../nbs/03_data.ipynb #64227b64
+# %% ../nbs/03_data.ipynb #44202103
 def _sha1(path):
     with open(path, 'rb') as f: return hashlib.sha1(f.read()).hexdigest()
 
@@ -198,7 +200,121 @@ def inspect(root, # an image folder, as for `load_image_folder`
                 counts=counts, image_width=stat(w), image_height=stat(h),
                 bad=[dict(file=rel(f), reason=r) for f, r in folder.bad], duplicates_across_splits=dups)
 
-# %% ../nbs/03_data.ipynb #f4e12b22
+# %% ../nbs/03_data.ipynb #5ab7598e
+def resize_short_side(img:np.ndarray, short:int) -> np.ndarray:
+    "Resize (bicubic, antialiased) so that the short side is `short` pixels, keeping the aspect ratio."
+    h, w = img.shape[:2]
+    s = short / min(h, w)
+    return np.asarray(Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC))
+
+def random_resized_crop(img, size:int, rng, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+    "A random crop covering `scale` of the area with an aspect ratio in `ratio`, resized to `size` x `size`."
+    h, w = img.shape[:2]
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h: break
+    else: cw, ch = min(h, w), min(h, w)  # fall back to the central square
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = Image.fromarray(img[top:top + ch, left:left + cw])
+    return np.asarray(crop.resize((size, size), Image.BICUBIC))
+
+def random_flip(img, rng, p:float=0.5) -> np.ndarray:
+    "Mirror left-right with probability `p`."
+    return img[:, ::-1].copy() if rng.uniform() < p else img
+
+def translate(img, dx:int, dy:int) -> np.ndarray:
+    "Shift the content by (dx, dy) pixels (right and down), filling the uncovered border by reflection."
+    h, w = img.shape[:2]
+    pad = np.pad(img, ((abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode='reflect')
+    return pad[abs(dy) - dy:abs(dy) - dy + h, abs(dx) - dx:abs(dx) - dx + w]
+
+def random_translate(img, rng, max_fraction:float=0.1) -> np.ndarray:
+    "Shift by up to `max_fraction` of each side."
+    h, w = img.shape[:2]
+    return translate(img, int(rng.integers(-int(w * max_fraction), int(w * max_fraction) + 1)),
+                     int(rng.integers(-int(h * max_fraction), int(h * max_fraction) + 1)))
+
+def random_rotate(img, rng, max_degrees:float=15) -> np.ndarray:
+    "Rotate by a random angle within ±`max_degrees` (bilinear), corners filled by the nearest edge colour."
+    angle = rng.uniform(-max_degrees, max_degrees)
+    pad = int(np.ceil(max(img.shape[:2]) * 0.3))
+    big = Image.fromarray(np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode='edge'))
+    rot = np.asarray(big.rotate(angle, Image.BILINEAR))
+    return rot[pad:pad + img.shape[0], pad:pad + img.shape[1]]
+
+def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
+            size:int, # output side
+            rng, # np.random.Generator
+           ) -> np.ndarray:
+    "The training transform: random resized crop, flip, translation and rotation; uint8 in, uint8 out."
+    img = random_resized_crop(base, size, rng)
+    return random_rotate(random_translate(random_flip(img, rng), rng), rng)
+
+# %% ../nbs/03_data.ipynb #d7ca7da2
+def _base_image(path, size, training, crop_fraction=0.875):
+    "Decoded image ready for batching (evaluation) or for augmentation (training)."
+    img = load_image(path)
+    return resize_short_side(img, round(size / crop_fraction)) if training else resize_center_crop(img, size, crop_fraction)
+
+def image_batches(files, # image paths
+                  labels, # int labels
+                  size:int=224, # output side
+                  batch_size:int=32,
+                  training:bool=False, # augment and shuffle
+                  preprocess=None, # batch normalisation, e.g. a backbone's `preprocess`; None: float32 0..255
+                  seed:int=0, # shuffling and augmentation
+                  **pydataset_kw, # workers, use_multiprocessing, max_queue_size for keras.utils.PyDataset
+                 ):
+    "A `keras.utils.PyDataset` of (images, labels) batches: backend-neutral, no TensorFlow import."
+    import keras
+    class _ImageBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(**pydataset_kw)
+            self.files, self.labels = list(files), np.asarray(labels, dtype=np.int64)
+            self.epoch, self.order = 0, np.arange(len(self.files))
+            self._shuffle()
+        def _shuffle(self):
+            if training: self.order = np.random.default_rng([seed, self.epoch]).permutation(len(self.files))
+        def __len__(self): return -(-len(self.files) // batch_size)
+        def __getitem__(self, i):
+            idx = self.order[i * batch_size:(i + 1) * batch_size]
+            imgs = []
+            for j in idx:
+                img = _base_image(self.files[j], size, training)
+                if training: img = augment(img, size, np.random.default_rng([seed, self.epoch, int(j)]))
+                imgs.append(img)
+            x = np.stack(imgs).astype(np.float32)
+            return (preprocess(x) if preprocess else x), self.labels[idx]
+        def on_epoch_end(self):
+            self.epoch += 1; self._shuffle()
+    return _ImageBatches()
+
+def tf_dataset(files, labels, size:int=224, batch_size:int=32, training:bool=False, preprocess=None, seed:int=0,
+               cache:bool=True, # keep decoded base images in memory after the first epoch
+               ):
+    "The same batches as `image_batches`, as a `tf.data.Dataset` (parallel decode, cache, prefetch); TensorFlow only."
+    import tensorflow as tf
+    files = [str(f) for f in files]
+    AUTO = tf.data.AUTOTUNE
+    ds = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
+    ds = ds.map(lambda p, y: (tf.numpy_function(lambda q: _base_image(q.decode(), size, training), [p], tf.uint8), y),
+                num_parallel_calls=AUTO, deterministic=True)
+    if cache: ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (tf.numpy_function(lambda im, k: augment(im, size, np.random.default_rng(int(k) & (2**63 - 1))),
+                                             [xy[0], s], tf.uint8), xy[1]),
+            num_parallel_calls=AUTO, deterministic=True)
+    ds = ds.map(lambda x, y: (tf.ensure_shape(x, (size, size, 3)), y)).batch(batch_size)
+    ds = ds.map(lambda x, y: ((preprocess(tf.cast(x, tf.float32)) if preprocess else tf.cast(x, tf.float32)), y),
+                num_parallel_calls=AUTO)
+    return ds.prefetch(AUTO)
+
+# %% ../nbs/03_data.ipynb #f282697e
 def bundled_photos() -> dict:
     "The colour photos bundled with scikit-image (no download): name -> (H, W, 3) uint8 array."
     from skimage import data as sk
