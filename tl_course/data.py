@@ -8,7 +8,7 @@ __all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'SPLIT_NAMES', 'ImageError', 'load_im
            'random_flip', 'translate', 'random_translate', 'random_rotate', 'augment', 'image_batches', 'tf_dataset',
            'bundled_photos']
 
-# %% ../nbs/03_data.ipynb #0557bec3
+# %% ../nbs/03_data.ipynb #5bf4004c
 import hashlib, os, statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# %% ../nbs/03_data.ipynb #65c4814a
+# %% ../nbs/03_data.ipynb #5f112752
 def _to_rgb(im):
     "A PIL image in RGB: 16-bit grey scaled (not clipped) to 8 bits, transparency composited on white."
     if im.mode.startswith('I'): # 16-bit or 32-bit grey: PIL's convert would clip everything above 255 to white
@@ -49,7 +49,7 @@ def load_image(path, # an image file (JPEG, PNG, GIF, BMP, TIFF, WebP)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/03_data.ipynb #5f3eb505
+# %% ../nbs/03_data.ipynb #743dc30d
 def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
                        size:int=224, # side of the square output
                        crop_fraction:float=0.875, # the crop's share of the resized short side
@@ -63,7 +63,7 @@ def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
     top,left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(im)[top:top + size, left:left + size]
 
-# %% ../nbs/03_data.ipynb #ddf5360c
+# %% ../nbs/03_data.ipynb #365b3bcc
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 SPLIT_NAMES = {'train': 'train', 'val': 'val', 'validation': 'val', 'test': 'test'}
 
@@ -94,7 +94,7 @@ def check_image(path, # the file to check
         return f'cannot be decoded ({type(e).__name__}: {e})'
     return ''
 
-# %% ../nbs/03_data.ipynb #776ac58c
+# %% ../nbs/03_data.ipynb #6b635012
 @dataclass
 class ImageFolder:
     "An image folder, checked: class names, files and labels per split, and the files skipped with their reasons."
@@ -175,7 +175,7 @@ def load_image_folder(root, # `<root>/<class>/*` or `<root>/<split>/<class>/*`
         splits['train'], splits['val'] = _stratified_split(*splits['train'], val_split, seed)
     return ImageFolder(root, classes, splits, bad)
 
-# %% ../nbs/03_data.ipynb #44202103
+# %% ../nbs/03_data.ipynb #2fa8f1a6
 def _sha1(path):
     with open(path, 'rb') as f: return hashlib.sha1(f.read()).hexdigest()
 
@@ -200,7 +200,7 @@ def inspect(root, # an image folder, as for `load_image_folder`
                 counts=counts, image_width=stat(w), image_height=stat(h),
                 bad=[dict(file=rel(f), reason=r) for f, r in folder.bad], duplicates_across_splits=dups)
 
-# %% ../nbs/03_data.ipynb #5ab7598e
+# %% ../nbs/03_data.ipynb #a41f8346
 def resize_short_side(img:np.ndarray, short:int) -> np.ndarray:
     "Resize (bicubic, antialiased) so that the short side is `short` pixels, keeping the aspect ratio."
     h, w = img.shape[:2]
@@ -252,7 +252,7 @@ def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
     img = random_resized_crop(base, size, rng)
     return random_rotate(random_translate(random_flip(img, rng), rng), rng)
 
-# %% ../nbs/03_data.ipynb #d7ca7da2
+# %% ../nbs/03_data.ipynb #c7ebec56
 def _base_image(path, size, training, crop_fraction=0.875):
     "Decoded image ready for batching (evaluation) or for augmentation (training)."
     img = load_image(path)
@@ -314,7 +314,7 @@ def tf_dataset(files, labels, size:int=224, batch_size:int=32, training:bool=Fal
                 num_parallel_calls=AUTO)
     return ds.prefetch(AUTO)
 
-# %% ../nbs/03_data.ipynb #f282697e
+# %% ../nbs/03_data.ipynb #8b761e96
 def bundled_photos() -> dict:
     "The colour photos bundled with scikit-image (no download): name -> (H, W, 3) uint8 array."
     from skimage import data as sk
