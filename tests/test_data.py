@@ -444,3 +444,128 @@ def test_tf_dataset_training_seeded_and_reshuffled(small_folder):
     np.testing.assert_array_equal(e1, np.concatenate([x.numpy() for x, _ in make()]))
     assert e1.shape == (9, 32, 32, 3) and not np.array_equal(e1, e2)
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == sorted(small_folder.labels().tolist())
+
+
+# --- data sets by name: offline sets, downloads against a server on 127.0.0.1 ---
+
+import dataclasses, io, tarfile, zipfile
+from tl_course import data as D
+from tl_course.data import ArchiveSpec, extract_archive, get_dataset
+from tl_course.download import DownloadError
+
+
+def png_bytes(seed):
+    buf = io.BytesIO()
+    noise(seed=seed).save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def mini_zip(path, top='mini', extra=None):
+    with zipfile.ZipFile(path, 'w') as z:
+        for split in ('train', 'val'):
+            for c in ('a', 'b'):
+                for i in range(2): z.writestr(f'{top}/{split}/{c}/{i}.png', png_bytes(hash((split, c, i)) % 1000))
+        for name, data in (extra or {}).items(): z.writestr(name, data)
+    return path
+
+
+def cache_files(cache):
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob('*') if p.is_file()) if cache.exists() else []
+
+
+@pytest.fixture
+def serve_dataset(http_server, monkeypatch):
+    "Register data set 'mini' served from the test server; returns (register, root, requests)."
+    base, root, requests = http_server
+    def register(fname, folder='mini', sha256=None, size='auto'):
+        size = (root / fname).stat().st_size if size == 'auto' else size
+        monkeypatch.setitem(D.DATASETS, 'mini', ArchiveSpec(f'{base}/{fname}', size, sha256, folder))
+    return register, root, requests
+
+
+def test_offline_sets():
+    d, m = get_dataset('digits'), get_dataset('mnist5k')
+    assert d.x.shape == (1797, 8, 8, 3) and d.x.dtype == np.uint8 and d.x.max() == 255
+    assert m.x.shape == (5000, 28, 28, 3) and np.bincount(m.y).tolist() == [500] * 10 and m.classes[3] == '3'
+    assert set(get_dataset('photos')) >= {'chelsea', 'coffee'}
+    with pytest.raises(ValueError, match='Unknown data set'):
+        get_dataset('imagenet')
+
+
+def test_download_unpack_and_cache(serve_dataset, tmp_path):
+    register, root, requests = serve_dataset
+    from tl_course.download import file_hash
+    mini_zip(root / 'mini.zip')
+    register('mini.zip', sha256=file_hash(root / 'mini.zip'))
+    cache = tmp_path / 'cache'
+    folder = get_dataset('mini', cache_dir=cache, progress=False)
+    f = load_image_folder(folder)
+    assert {s: len(v[0]) for s, v in f.splits.items()} == {'train': 4, 'val': 4}
+    assert get_dataset('mini', cache_dir=cache, progress=False) == folder and requests == ['/mini.zip']
+    assert not [p for p in cache_files(cache) if '.part' in p]
+
+
+def test_tar_gz_archives(serve_dataset, tmp_path):
+    register, root, _ = serve_dataset
+    with tarfile.open(root / 'mini.tgz', 'w:gz') as t:
+        for c in ('x', 'y'):
+            for i in range(2):
+                data = png_bytes(i + ord(c))
+                info = tarfile.TarInfo(f'flowers/{c}/{i}.png'); info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    register('mini.tgz', folder='flowers')
+    f = load_image_folder(get_dataset('mini', cache_dir=tmp_path / 'c', progress=False))
+    assert f.classes == ['x', 'y'] and len(f.files()) == 4
+
+
+def test_corrupt_archive_leaves_nothing(serve_dataset, tmp_path):
+    register, root, _ = serve_dataset
+    data = bytearray(mini_zip(root / 'good.zip').read_bytes())
+    i = data.index(b'\x89PNG') + 200
+    data[i:i + 50] = b'\x00' * 50  # damage a member's bytes: the CRC no longer matches
+    (root / 'mini.zip').write_bytes(bytes(data))
+    register('mini.zip')
+    cache = tmp_path / 'cache'
+    with pytest.raises(ValueError, match='cannot be unpacked.*deleted'):
+        get_dataset('mini', cache_dir=cache, progress=False)
+    assert cache_files(cache) == [] and not [p for p in cache.rglob('*') if p.is_dir() and 'mini' in p.name]
+
+
+def test_wrong_checksum_leaves_nothing(serve_dataset, tmp_path):
+    register, root, _ = serve_dataset
+    mini_zip(root / 'mini.zip')
+    register('mini.zip', sha256='0' * 64)
+    with pytest.raises(DownloadError, match='does not match'):
+        get_dataset('mini', cache_dir=tmp_path / 'cache', progress=False)
+    assert cache_files(tmp_path / 'cache') == []
+
+
+def test_wrong_size_leaves_nothing(serve_dataset, tmp_path):
+    register, root, _ = serve_dataset
+    mini_zip(root / 'mini.zip')
+    register('mini.zip', size=123)
+    with pytest.raises(DownloadError, match='expected 123'):
+        get_dataset('mini', cache_dir=tmp_path / 'cache', progress=False)
+    assert cache_files(tmp_path / 'cache') == []
+
+
+def test_archive_without_the_expected_folder(serve_dataset, tmp_path):
+    register, root, _ = serve_dataset
+    mini_zip(root / 'mini.zip', top='other')
+    register('mini.zip')
+    with pytest.raises(ValueError, match='no mini/ folder'):
+        get_dataset('mini', cache_dir=tmp_path / 'cache', progress=False)
+    assert cache_files(tmp_path / 'cache') == []
+
+
+def test_path_traversal_refused(tmp_path):
+    evil = mini_zip(tmp_path / 'evil.zip', extra={'../../escaped.txt': 'x'})
+    with pytest.raises(ValueError, match='outside'):
+        extract_archive(evil, tmp_path / 'out' / 'mini')
+    assert not (tmp_path / 'escaped.txt').exists() and not (tmp_path / 'out' / 'mini').exists()
+    assert not list((tmp_path / 'out').glob('mini.part-*'))
+
+
+def test_registry_names_the_tutorial_archives():
+    assert D.DATASETS['hymenoptera'].url.endswith('/tutorial/hymenoptera_data.zip')
+    assert D.DATASETS['cats_vs_dogs'].size == 68_606_236 and D.DATASETS['tf_flowers'].size == 228_813_984
