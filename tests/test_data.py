@@ -569,3 +569,19 @@ def test_path_traversal_refused(tmp_path):
 def test_registry_names_the_tutorial_archives():
     assert D.DATASETS['hymenoptera'].url.endswith('/tutorial/hymenoptera_data.zip')
     assert D.DATASETS['cats_vs_dogs'].size == 68_606_236 and D.DATASETS['tf_flowers'].size == 228_813_984
+
+
+def test_permission_denied_is_reported_even_as_root(tmp_path, monkeypatch):
+    "Root reads any file, so the denial is injected where the file is opened; the handling is what is tested."
+    root = make_folder(tmp_path / 'd', {'a': 2, 'b': 2})
+    locked = root / 'a' / '1.jpg'
+    real_open = Image.open
+    def guarded(fp, *a, **kw):
+        if Path(fp) == locked: raise PermissionError(13, 'Permission denied', str(fp))
+        return real_open(fp, *a, **kw)
+    monkeypatch.setattr(Image, 'open', guarded)
+    assert check_image(locked) == 'permission denied'
+    with pytest.raises(ImageError, match='1.jpg: permission denied'):
+        load_image(locked)
+    f = load_image_folder(root)
+    assert f.bad == [(locked, 'permission denied')] and locked not in f.files()
