@@ -569,6 +569,7 @@ def test_path_traversal_refused(tmp_path):
 def test_registry_names_the_tutorial_archives():
     assert D.DATASETS['hymenoptera'].url.endswith('/tutorial/hymenoptera_data.zip')
     assert D.DATASETS['cats_vs_dogs'].size == 68_606_236 and D.DATASETS['tf_flowers'].size == 228_813_984
+    assert D.DATASETS['hymenoptera'].size == 47_286_322
 
 
 def test_permission_denied_is_reported_even_as_root(tmp_path, monkeypatch):
