@@ -9,7 +9,7 @@ __all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'SPLIT_NAMES', 'DATASETS', 'OFFLINE_D
            'augment', 'image_batches', 'tf_dataset', 'ArchiveSpec', 'data_cache_dir', 'extract_archive',
            'fetch_dataset', 'ArrayDataset', 'get_dataset', 'bundled_photos']
 
-# %% ../nbs/03_data.ipynb #5c2850a4
+# %% ../nbs/03_data.ipynb #a940f711
 import hashlib, os, statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# %% ../nbs/03_data.ipynb #e3f6c0aa
+# %% ../nbs/03_data.ipynb #9b1d1001
 def _to_rgb(im):
     "A PIL image in RGB: 16-bit grey scaled (not clipped) to 8 bits, transparency composited on white."
     if im.mode.startswith('I'): # 16-bit or 32-bit grey: PIL's convert would clip everything above 255 to white
@@ -50,7 +50,7 @@ def load_image(path, # an image file (JPEG, PNG, GIF, BMP, TIFF, WebP)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f'{path}: not a readable image ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/03_data.ipynb #b1db2e26
+# %% ../nbs/03_data.ipynb #c950cb2c
 def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
                        size:int=224, # side of the square output
                        crop_fraction:float=0.875, # the crop's share of the resized short side
@@ -64,7 +64,7 @@ def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
     top,left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(im)[top:top + size, left:left + size]
 
-# %% ../nbs/03_data.ipynb #4fc10b2a
+# %% ../nbs/03_data.ipynb #9236098f
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 SPLIT_NAMES = {'train': 'train', 'val': 'val', 'validation': 'val', 'test': 'test'}
 
@@ -95,7 +95,7 @@ def check_image(path, # the file to check
         return f'cannot be decoded ({type(e).__name__}: {e})'
     return ''
 
-# %% ../nbs/03_data.ipynb #8336a692
+# %% ../nbs/03_data.ipynb #47efb7b6
 @dataclass
 class ImageFolder:
     "An image folder, checked: class names, files and labels per split, and the files skipped with their reasons."
@@ -176,7 +176,7 @@ def load_image_folder(root, # `<root>/<class>/*` or `<root>/<split>/<class>/*`
         splits['train'], splits['val'] = _stratified_split(*splits['train'], val_split, seed)
     return ImageFolder(root, classes, splits, bad)
 
-# %% ../nbs/03_data.ipynb #edde4e03
+# %% ../nbs/03_data.ipynb #c8433d2e
 def _sha1(path):
     with open(path, 'rb') as f: return hashlib.sha1(f.read()).hexdigest()
 
@@ -201,7 +201,7 @@ def inspect(root, # an image folder, as for `load_image_folder`
                 counts=counts, image_width=stat(w), image_height=stat(h),
                 bad=[dict(file=rel(f), reason=r) for f, r in folder.bad], duplicates_across_splits=dups)
 
-# %% ../nbs/03_data.ipynb #459fd4b5
+# %% ../nbs/03_data.ipynb #af3618c9
 def resize_short_side(img:np.ndarray, short:int) -> np.ndarray:
     "Resize (bicubic, antialiased) so that the short side is `short` pixels, keeping the aspect ratio."
     h, w = img.shape[:2]
@@ -253,7 +253,7 @@ def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
     img = random_resized_crop(base, size, rng)
     return random_rotate(random_translate(random_flip(img, rng), rng), rng)
 
-# %% ../nbs/03_data.ipynb #d30e27be
+# %% ../nbs/03_data.ipynb #908b9ef9
 def _base_image(path, size, training, crop_fraction=0.875):
     "Decoded image ready for batching (evaluation) or for augmentation (training)."
     img = load_image(path)
@@ -315,7 +315,7 @@ def tf_dataset(files, labels, size:int=224, batch_size:int=32, training:bool=Fal
                 num_parallel_calls=AUTO)
     return ds.prefetch(AUTO)
 
-# %% ../nbs/03_data.ipynb #dbf26bc3
+# %% ../nbs/03_data.ipynb #c4b06378
 import shutil, tarfile, zipfile
 from .download import DownloadError, download_file
 
@@ -417,7 +417,7 @@ def get_dataset(name:str, cache_dir=None, progress:bool=True):
     if name in DATASETS: return fetch_dataset(name, cache_dir, progress)
     raise ValueError(f'Unknown data set {name!r}. Expected one of: {", ".join(OFFLINE_DATASETS + tuple(DATASETS) + ("cifar10",))}')
 
-# %% ../nbs/03_data.ipynb #32ad327b
+# %% ../nbs/03_data.ipynb #d68d9742
 def bundled_photos() -> dict:
     "The colour photos bundled with scikit-image (no download): name -> (H, W, 3) uint8 array."
     from skimage import data as sk
