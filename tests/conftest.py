@@ -1,5 +1,4 @@
 import functools, http.server, os, threading
-from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 

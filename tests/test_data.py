@@ -448,7 +448,7 @@ def test_tf_dataset_training_seeded_and_reshuffled(small_folder):
 
 # --- data sets by name: offline sets, downloads against a server on 127.0.0.1 ---
 
-import dataclasses, io, tarfile, zipfile
+import tarfile, zipfile
 from tl_course import data as D
 from tl_course.data import ArchiveSpec, extract_archive, get_dataset
 from tl_course.download import DownloadError

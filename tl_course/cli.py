@@ -25,7 +25,7 @@ def _quiet_import():
     saved = os.dup(fd)
     try:
         with open(os.devnull, 'w') as null: os.dup2(null.fileno(), fd)
-        import keras
+        import keras  # noqa: F401 (imported for its side effect: TensorFlow starts up while stderr is silenced)
     finally: os.dup2(saved, fd); os.close(saved)
     yield
 

@@ -10,7 +10,7 @@ __all__ = ['MAX_PIXELS', 'IMAGE_SUFFIXES', 'SPLIT_NAMES', 'DATASETS', 'OFFLINE_D
            'fetch_dataset', 'ArrayDataset', 'get_dataset', 'bundled_photos']
 
 # %% ../nbs/03_data.ipynb #a940f711
-import hashlib, os, statistics
+import hashlib, os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
