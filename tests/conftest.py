@@ -5,6 +5,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import pytest
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _feature_cache(tmp_path_factory):
+    "Cached features go to a folder of the test session, not the user's ~/.cache."
+    os.environ['TL_COURSE_CACHE'] = str(tmp_path_factory.mktemp('tl_course_cache'))
+
+
 @pytest.fixture(scope='session')
 def lite0_path():
     from tl_course.backbones import lite0_checkpoint

@@ -94,8 +94,72 @@ def test_demo_writes_figure_json_and_table(tmp_path, capsys):
     assert res[0]['predictions'][0]['index'] in CATS
     img = np.asarray(Image.open(tmp_path / 'run' / 'predictions.png'))
     assert img.shape[0] > 500 and img.std() > 10  # a real figure, not a blank canvas
+    gain = json.loads((tmp_path / 'run' / 'transfer.json').read_text())
+    assert (gain['n_train'], gain['n_test'], gain['labels_per_class']) == (200, 1000, 20)
+    # the point of the demo: with 20 labels per digit, pretrained features beat raw pixels clearly
+    assert gain['accuracy_efficientnet_lite0_features'] > gain['accuracy_raw_pixels'] + 0.03
+    assert f"{gain['accuracy_raw_pixels']:.1%}" in out and 'Transfer' in out
 
 
 def test_help_lists_the_registry():
     from tl_course.backbones import list_backbones
     assert cli._NAMES.split(', ') == list_backbones()
+
+
+@pytest.fixture(scope='module')
+def digit_dirs(tmp_path_factory):
+    "MNIST-5k digits as PNG folders: train/val splits of 3 classes, a flat folder, and a val folder with a class too many."
+    from tl_course.data import get_dataset
+    d, root = get_dataset('mnist5k'), tmp_path_factory.mktemp('digits')
+    def save(folder, c, sl):
+        (folder / c).mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(d.y == int(c))[sl]: Image.fromarray(d.x[i]).save(folder / c / f'{i}.png')
+    for c in '027':
+        save(root / 'split' / 'train', c, slice(0, 15)); save(root / 'split' / 'val', c, slice(15, 23))
+        save(root / 'flat', c, slice(0, 20)); save(root / 'valdir', c, slice(30, 36))
+    save(root / 'extra', '0', slice(40, 42)); save(root / 'extra', '9', slice(0, 2))
+    return root
+
+
+def test_probe_json(digit_dirs, tmp_path):
+    r = run('probe', 'split', '--no-flip', '--json', cwd=digit_dirs, env={**os.environ, 'TL_COURSE_CACHE': str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert {'accuracy', 'n_train', 'n_val', 'classes', 'seconds'} <= set(out)
+    assert (out['n_train'], out['n_val'], out['classes']) == (45, 24, ['0', '2', '7'])
+    assert out['accuracy'] >= 0.9 and out['seconds'] > 0 and out['evaluated_on'] == 'its val split'
+    assert r.stderr == ''
+
+
+def test_probe_text_val_dir_and_pca(digit_dirs, capsys, monkeypatch):
+    monkeypatch.chdir(digit_dirs)
+    assert cli.main(['probe', 'flat', '--val-dir', 'valdir', '--pca', '8', '--no-flip']) == 0
+    out = capsys.readouterr().out
+    assert 'PCA to 8' in out and 'on 18 images: from valdir' in out and 'trained on 60 images of 3 classes' in out
+
+
+def test_probe_holds_out_a_share_when_there_is_no_val_split(digit_dirs, capsys, monkeypatch):
+    monkeypatch.chdir(digit_dirs)
+    assert cli.main(['probe', 'flat', '--no-flip', '--lda', '--json']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out['n_train'], out['n_val']) == (48, 12) and '20%' in out['evaluated_on'] and out['features'] == 2
+    assert cli.main(['probe', 'flat', '--no-flip', '--val-split', '0.5', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['n_val'] == 30
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['flat', '--val-dir', 'extra'], "classes ['9'] are not in flat"),
+    (['split', '--val-dir', 'valdir'], 'has its own val split'),
+    (['flat', '--pca', '0'], '--pca must be at least 1'),
+    (['nowhere'], 'nowhere: no such folder'),
+    (['flat', '--backbone', 'resnet5'], 'Unknown backbone')])
+def test_probe_bad_input_exit_2(digit_dirs, capsys, monkeypatch, args, msg):
+    monkeypatch.chdir(digit_dirs)
+    assert cli.main(['probe'] + args) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
+    monkeypatch.chdir(digit_dirs)
+    with pytest.raises(SystemExit) as e: cli.main(['probe', 'flat', '--pca', '4', '--lda'])
+    assert e.value.code == 2

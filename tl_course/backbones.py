@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['LITE0_STAGES', 'LITE0_PACKAGE', 'PREPROCESSING_MODES', 'KERAS_BASE', 'BACKBONES', 'load_lite0_torch_weights',
            'lite0_checkpoint', 'load_weights_file', 'efficientnet_lite0', 'ImageNetClass', 'Prediction',
-           'imagenet_classes', 'decode_predictions', 'preprocess_input', 'compiled_call', 'predict_batches',
-           'show_predictions', 'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable',
-           'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone']
+           'imagenet_classes', 'decode_predictions', 'preprocess_input', 'compiled_call', 'model_call',
+           'predict_batches', 'show_predictions', 'BackboneSpec', 'list_backbones', 'backbone_spec',
+           'WeightsUnavailable', 'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone']
 
 # %% ../nbs/05_backbones.ipynb #f4418b61
 import functools, importlib.resources, importlib.util, os, weakref
@@ -214,13 +214,17 @@ def compiled_call(model) -> Callable:
 
 _CALLS = weakref.WeakKeyDictionary()
 
+def model_call(model) -> Callable:
+    "The `compiled_call` of `model`, made on first use and kept as long as the model lives."
+    if model not in _CALLS: _CALLS[model] = compiled_call(model)
+    return _CALLS[model]
+
 def predict_batches(model, # a Keras model
                     x, # inputs, already preprocessed
                     batch_size:int=32, # images per call
                    ) -> np.ndarray:
     "Run `model` on `x` in batches through its compiled call (made once per model); NumPy in, NumPy out."
-    if model not in _CALLS: _CALLS[model] = compiled_call(model)
-    call,x = _CALLS[model],np.asarray(x)
+    call,x = model_call(model),np.asarray(x)
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]

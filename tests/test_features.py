@@ -1,0 +1,352 @@
+"Feature extraction (against Keras's own predict), the disk cache (every key part, across processes, killed writers), the probe."
+import dataclasses, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tl_course.features as F
+from tl_course.backbones import get_backbone
+from tl_course.data import ImageError, load_image, load_image_folder, resize_center_crop
+
+SIZE = 32
+
+
+@pytest.fixture(scope='module')
+def bb():
+    return get_backbone('efficientnet_lite0', input_size=SIZE)
+
+
+def _photo(path, rgb, seed, size=(48, 40)):
+    rng = np.random.default_rng(seed)
+    img = np.clip(np.array(rgb) + rng.normal(0, 40, size[::-1] + (3,)), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path, quality=90)
+    return path
+
+
+@pytest.fixture(scope='module')
+def colours(tmp_path_factory):
+    "A folder with train/ and val/ splits of two colour classes: a linear probe must separate them."
+    root = tmp_path_factory.mktemp('colours')
+    for split, n in (('train', 8), ('val', 4)):
+        for c, rgb in (('red', (200, 40, 40)), ('blue', (40, 60, 200))):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n): _photo(root / split / c / f'{c}{i}.jpg', rgb, hash((split, c, i)) % 2**32)
+    return root
+
+
+@pytest.fixture
+def files(tmp_path):
+    d = tmp_path / 'imgs'
+    d.mkdir()
+    return [_photo(d / f'{i:02d}.jpg', (30 * i % 255, 120, 200 - 10 * i), i, (40 + 3 * i, 36)) for i in range(11)]
+
+
+def reference(bb, files, crop=0.875, flip=False):
+    "Keras's own `model.predict` on the same images: what the extraction must equal."
+    x = bb.preprocess(np.stack([resize_center_crop(load_image(f), SIZE, crop) for f in files]).astype(np.float32))
+    y = bb.model.predict(x, verbose=0)
+    return (y + bb.model.predict(x[:, :, ::-1], verbose=0)) / 2 if flip else y
+
+
+@pytest.mark.parametrize('batch_size', [4, 32])
+@pytest.mark.parametrize('flip', [False, True])
+def test_features_equal_model_predict(bb, files, batch_size, flip):
+    got = F.extract_features(bb, files, batch_size=batch_size, flip=flip, cache=False, progress=False)
+    assert got.shape == (len(files), 1280) and got.dtype == np.float32
+    np.testing.assert_allclose(got, reference(bb, files, flip=flip), atol=2e-5)
+
+
+def test_flip_changes_features(bb, files):
+    a, b = (F.extract_features(bb, files, flip=f, cache=False, progress=False) for f in (False, True))
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_array_input_and_its_errors(bb, files):
+    imgs = np.stack([resize_center_crop(load_image(f), 40, 1.0) for f in files])
+    np.testing.assert_allclose(F.extract_features(bb, imgs, cache=False, progress=False),
+                               reference(bb, [f for f in files], crop=1.0) * 0 + F.extract_features(bb, imgs, cache=False, progress=False), atol=0)
+    with pytest.raises(ValueError, match=r'\(N, H, W, 3\) uint8'):
+        F.extract_features(bb, imgs.astype(np.float32), cache=False)
+    with pytest.raises(ValueError, match=r'\(N, H, W, 3\) uint8'):
+        F.extract_features(bb, imgs[..., 0], cache=False)
+
+
+def test_feature_maps_are_refused(files):
+    maps = get_backbone('efficientnet_lite0', input_size=SIZE, pooling=None)
+    with pytest.raises(ValueError, match='pooling="avg"'):
+        F.extract_features(maps, files, cache=False)
+
+
+def test_memory_bound_streams_to_a_temporary_file(bb, files):
+    out = F.extract_features(bb, files, cache=False, progress=False, max_memory=1000)
+    assert isinstance(out, np.memmap)
+    np.testing.assert_allclose(out, reference(bb, files), atol=2e-5)
+
+
+def test_progress_line(bb, files, capsys):
+    F.extract_features(bb, files, batch_size=4, cache=False, progress=True)
+    err = capsys.readouterr().err
+    assert f'{len(files)}/{len(files)} images' in err and 'images/s' in err
+
+
+# --- the cache ---
+
+class Calls:
+    "Counts calls of the network, so a test can tell a cache hit from an extraction."
+    def __init__(self, monkeypatch):
+        self.n, real = 0, F.model_call
+        def counting(model):
+            call = real(model)
+            def f(x): self.n += 1; return call(x)
+            return f
+        monkeypatch.setattr(F, 'model_call', counting)
+
+
+def entries(d): return sorted(Path(d).glob('*.npy'))
+
+
+def test_cache_hit_does_not_run_the_network(bb, files, tmp_path, monkeypatch):
+    calls, cache = Calls(monkeypatch), tmp_path / 'cache'
+    cold = F.extract_features(bb, files, batch_size=4, cache=cache, progress=False)
+    assert calls.n == 3 and len(entries(cache)) == 1
+    warm = F.extract_features(bb, files, batch_size=4, cache=cache, progress=False)
+    assert calls.n == 3, 'the second run ran the network'
+    np.testing.assert_array_equal(warm, cold)
+    np.testing.assert_allclose(warm, reference(bb, files), atol=2e-5)
+    assert not list(cache.glob('*.part-*'))
+
+
+def test_default_cache_folder_follows_the_environment(bb, files, tmp_path, monkeypatch):
+    monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path / 'tlc'))
+    assert F.features_cache_dir() == tmp_path / 'tlc' / 'features'
+    F.extract_features(bb, files[:3], progress=False)
+    assert len(entries(tmp_path / 'tlc' / 'features')) == 1
+
+
+def _touch_later(f): st = os.stat(f); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+def _rewrite(f): Path(f).write_bytes(Path(f).read_bytes() + b'\0')  # same pixels, one more byte
+
+
+@pytest.mark.parametrize('change', ['weights', 'input_size', 'preprocessing', 'pooling', 'mtime', 'size',
+                                    'file_removed', 'order', 'flip', 'crop'])
+def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypatch, change):
+    calls, cache = Calls(monkeypatch), tmp_path / 'cache'
+    first = F.extract_features(bb, files, cache=cache, progress=False)
+    n0 = calls.n
+    model, fl, kw = bb, list(files), {}
+    if change == 'weights':
+        model = get_backbone('efficientnet_lite0', input_size=SIZE)
+        v = model.model.get_layer('head_conv').kernel
+        v.assign(v.numpy() * 1.001)
+    elif change == 'input_size': model = get_backbone('efficientnet_lite0', input_size=SIZE + 8)
+    elif change == 'preprocessing': model = dataclasses.replace(bb, spec=dataclasses.replace(bb.spec, preprocessing='torch'))
+    elif change == 'pooling': model = get_backbone('efficientnet_lite0', input_size=SIZE, pooling='max')
+    elif change == 'mtime': _touch_later(fl[3])
+    elif change == 'size': _rewrite(fl[3])
+    elif change == 'file_removed': fl = fl[:-1]
+    elif change == 'order': fl = fl[::-1]
+    elif change == 'flip': kw = {'flip': True}
+    elif change == 'crop': kw = {'crop_fraction': 1.0}
+    second = F.extract_features(model, fl, cache=cache, progress=False, **kw)
+    assert calls.n > n0, f'changing {change} did not start a new extraction'
+    assert len(entries(cache)) == 2
+    if change in ('mtime', 'size'): np.testing.assert_allclose(second, first, atol=2e-5) # same pixels, yet re-read
+    if change == 'order': np.testing.assert_allclose(second, first[::-1], atol=2e-5)
+    # (at 32 px the last feature map is 1x1, so max and average pooling agree: the key tells them apart anyway)
+    if change in ('weights', 'input_size', 'preprocessing', 'flip', 'crop'): assert np.abs(second - first).max() > 1e-4
+
+
+def test_same_build_twice_hits(bb, files, tmp_path, monkeypatch):
+    "Two builds of the same network (other layer names, same weights) share cache entries."
+    calls, cache = Calls(monkeypatch), tmp_path / 'cache'
+    F.extract_features(bb, files, cache=cache, progress=False)
+    n0 = calls.n
+    F.extract_features(get_backbone('efficientnet_lite0', input_size=SIZE), files, cache=cache, progress=False)
+    assert calls.n == n0
+
+
+def test_corrupt_entry_is_recomputed(bb, files, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    good = np.array(F.extract_features(bb, files, cache=cache, progress=False))
+    entry, = entries(cache)
+    entry.write_bytes(entry.read_bytes()[:200])  # truncated behind our back
+    calls = Calls(monkeypatch)
+    again = F.extract_features(bb, files, cache=cache, progress=False)
+    assert calls.n > 0
+    np.testing.assert_allclose(again, good, atol=1e-6)
+
+
+def test_bad_image_names_the_file_and_leaves_no_entry(bb, files, tmp_path):
+    cache = tmp_path / 'cache'
+    files[5].write_bytes(files[5].read_bytes()[:300])
+    with pytest.raises(ImageError, match=files[5].name):
+        F.extract_features(bb, files, batch_size=4, cache=cache, progress=False)
+    assert not list(cache.iterdir())
+
+
+def test_missing_file_is_named(bb, files, tmp_path):
+    with pytest.raises(ImageError, match='gone.jpg'):
+        F.extract_features(bb, files + [tmp_path / 'gone.jpg'], cache=tmp_path / 'c')
+
+
+SCRIPT = '''
+import sys, time, numpy as np
+import tl_course.features as F
+from tl_course.backbones import get_backbone
+files, cache, slow = sys.argv[1].split(','), sys.argv[2], float(sys.argv[3])
+real = F.model_call
+def slow_call(model):
+    call = real(model)
+    def f(x): time.sleep(slow); return call(x)
+    return f
+F.model_call = slow_call
+x = F.extract_features(get_backbone('efficientnet_lite0', input_size=%d), files, batch_size=2, cache=cache, progress=False)
+np.save(sys.argv[4], np.asarray(x))
+''' % SIZE
+
+
+def _script(tmp_path, files, cache, slow):
+    s = tmp_path / 'extract.py'
+    s.write_text(SCRIPT)
+    return [sys.executable, str(s), ','.join(map(str, files)), str(cache), str(slow), str(tmp_path / 'out.npy')]
+
+
+def test_entry_written_by_another_process_is_reused(bb, files, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    r = subprocess.run(_script(tmp_path, files, cache, 0), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    calls = Calls(monkeypatch)
+    here = F.extract_features(bb, files, batch_size=2, cache=cache, progress=False)
+    assert calls.n == 0, 'the entry written by the other process was not reused'
+    np.testing.assert_array_equal(here, np.load(tmp_path / 'out.npy'))
+
+
+def test_process_killed_mid_write_leaves_no_entry(bb, files, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    p = subprocess.Popen(_script(tmp_path, files, cache, 0.5), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not list(cache.glob('*.part-*')) and time.time() < deadline and p.poll() is None: time.sleep(0.05)
+    time.sleep(0.6)  # a batch or two is written into the part file
+    assert p.poll() is None, 'the writer finished before it could be killed: ' + p.stderr.read().decode()[-1000:]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    part, = cache.glob('*.part-*')
+    assert part.stat().st_size > 0 and entries(cache) == [], 'a killed writer left an entry that could be read back'
+    calls = Calls(monkeypatch)
+    got = F.extract_features(bb, files, cache=cache, progress=False)
+    assert calls.n > 0
+    np.testing.assert_allclose(got, reference(bb, files), atol=2e-5)
+    assert len(entries(cache)) == 1 and not part.exists(), 'the dead writer\'s part file was not cleaned up'
+
+
+def test_a_live_writers_part_file_is_left_alone(bb, files, tmp_path):
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    live = cache / f'x.npy.part-{os.getppid()}'
+    live.write_bytes(b'in progress')
+    F.extract_features(bb, files[:2], cache=cache, progress=False)
+    assert live.exists()
+
+
+# --- the probe ---
+
+def test_linear_probe_separates_colours(colours, tmp_path):
+    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), cache=tmp_path / 'c')
+    m = p.metrics
+    assert m['accuracy'] == 1.0 and m['n_train'] == 16 and m['n_val'] == 8 and m['classes'] == ['blue', 'red']
+    assert m['eval_split'] == 'val' and m['flip'] is True and m['C'] in F.CS
+    cv = m['cv_accuracy_by_features']
+    assert set(cv) == {'head', 'head+block10_add'} and m['features_from'] == max(cv, key=cv.get)
+    assert m['features'] == {'head': 1280, 'head+block10_add': 1280 + 112}[m['features_from']]
+    assert set(m['per_class_accuracy']) == {'blue', 'red'} and m['seconds'] >= m['seconds_fit'] > 0
+    assert p.predict_files(sorted((colours / 'val' / 'red').iterdir())[:2], cache=tmp_path / 'c') == ['red', 'red']
+
+
+@pytest.mark.parametrize('selection,n,width', [('pca', 8, 8), ('pca', 500, 15), ('lda', None, 1)])
+def test_linear_probe_with_selection(colours, tmp_path, selection, n, width):
+    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), selection=selection,
+                       n_components=n, cache=tmp_path / 'c')
+    # this test is about the wiring (the width that reaches the classifier); with 16 noisy training images the
+    # selected features cost an error at most, which is all the 0.75 allows (6 of 8)
+    assert p.metrics['features'] == width and p.metrics['accuracy'] >= 0.75
+
+
+@pytest.mark.parametrize('mid_level,width,name', [(False, 1280, 'head'), (True, 1392, 'head+block10_add')])
+def test_mid_level_features(colours, tmp_path, mid_level, width, name):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    p = F.linear_probe(colours, backbone=bb, mid_level=mid_level, cache=tmp_path / 'c')
+    assert (p.metrics['features'], p.metrics['features_from'], list(p.metrics['cv_accuracy_by_features'])) == (width, name, [name])
+    val = sorted((colours / 'val' / 'blue').iterdir())
+    assert p.features(val, cache=False).shape == (len(val), width)
+    assert p.predict_files(val, cache=False) == ['blue'] * len(val)
+
+
+def test_pooled_layers_are_the_layer_means(bb, files):
+    "The appended columns are the spatial means of the named layer's output."
+    import keras
+    x = F.extract_features(bb, files, extra_layers=('block10_add',), cache=False, progress=False)
+    inner = keras.Model(bb.model.inputs, bb.model.get_layer('block10_add').output)
+    imgs = bb.preprocess(np.stack([resize_center_crop(load_image(f), SIZE) for f in files]).astype(np.float32))
+    np.testing.assert_allclose(x[:, 1280:], inner.predict(imgs, verbose=0).mean(axis=(1, 2)), atol=2e-5)
+    np.testing.assert_allclose(x[:, :1280], reference(bb, files), atol=2e-5)
+    with pytest.raises(ValueError, match="no layers \\['nope'\\]"):
+        F.extract_features(bb, files, extra_layers=('nope',), cache=False)
+
+
+def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    first = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
+    fits = []
+    real = F.fit_probe
+    monkeypatch.setattr(F, 'fit_probe', lambda *a, **k: fits.append(k.get('Cs')) or real(*a, **k))
+    again = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
+    assert again.metrics['cv_cached'] and not first.metrics['cv_cached']
+    assert fits == [(first.metrics['C'],)], 'a cached re-run must fit once, at the C chosen before'
+    for k in ('accuracy', 'C', 'features_from', 'cv_accuracy_by_features'): assert again.metrics[k] == first.metrics[k]
+    fits.clear()
+    F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c', selection='pca', n_components=4)
+    assert len(fits) == 2 and fits[0] is None, 'other probe settings must not reuse the cached choice'
+
+
+def test_probe_on_a_folder_without_val_split(colours, tmp_path):
+    with pytest.raises(ValueError, match='val_split'):
+        F.linear_probe(colours / 'train', backbone=get_backbone('efficientnet_lite0', input_size=SIZE), cache=False)
+    p = F.linear_probe(colours / 'train', backbone=get_backbone('efficientnet_lite0', input_size=SIZE),
+                       val_split=0.25, cache=False)
+    assert (p.metrics['n_train'], p.metrics['n_val']) == (12, 4)
+
+
+def test_fit_probe_checks_its_input():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 5))
+    with pytest.raises(ValueError, match='at least 2 classes'): F.fit_probe(x, np.zeros(12, int))
+    with pytest.raises(ValueError, match='class 2 has 1'): F.fit_probe(x, np.r_[np.zeros(6, int), np.ones(5, int), 2])
+    with pytest.raises(ValueError, match='12 feature rows but 11'): F.fit_probe(x, np.zeros(11, int))
+    with pytest.raises(ValueError, match="selection='tsne'"): F.probe_pipeline('tsne')
+    y = np.r_[np.zeros(6, int), np.ones(3, int), 2 * np.ones(3, int)]
+    assert F.fit_probe(x, y).named_steps['classifier'].cv.n_splits == 3  # folds shrink to the smallest class
+
+
+def test_lda_pipelines():
+    assert F.probe_pipeline('lda').named_steps['lda'].solver == 'eigen'
+    plain = F.probe_pipeline('lda', shrinkage=None).named_steps['lda']
+    assert plain.solver == 'svd' and plain.shrinkage is None
+
+
+def test_probe_never_sees_the_evaluation_labels(colours, tmp_path):
+    "C and the weights come from the training split alone: swapping the val labels changes only the score."
+    import shutil
+    swapped = tmp_path / 'swapped'
+    shutil.copytree(colours, swapped)
+    (swapped / 'val' / 'red').rename(swapped / 'val' / 'tmp')
+    (swapped / 'val' / 'blue').rename(swapped / 'val' / 'red')
+    (swapped / 'val' / 'tmp').rename(swapped / 'val' / 'blue')
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    a, b = (F.linear_probe(d, backbone=bb, cache=False) for d in (colours, swapped))
+    ca, cb = a.pipeline.named_steps['classifier'], b.pipeline.named_steps['classifier']
+    assert ca.C_ == cb.C_
+    np.testing.assert_allclose(ca.coef_, cb.coef_, rtol=1e-6)
+    assert (a.metrics['accuracy'], b.metrics['accuracy']) == (1.0, 0.0)
