@@ -179,6 +179,24 @@ def test_corrupt_entry_is_recomputed(bb, files, tmp_path, monkeypatch):
     np.testing.assert_allclose(again, good, atol=1e-6)
 
 
+class _Payload:
+    "Unpickling this creates a file: proof that a pickle was loaded."
+    def __init__(self, path): self.path = path
+    def __reduce__(self): return (open, (self.path, 'w'))
+
+
+def test_a_pickle_in_the_cache_is_never_loaded(bb, files, tmp_path):
+    cache = tmp_path / 'cache'
+    good = np.array(F.extract_features(bb, files, cache=cache, progress=False))
+    entry, = entries(cache)
+    proof = tmp_path / 'pwned'
+    np.save(entry, np.array([_Payload(str(proof))], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError): np.load(entry, mmap_mode='r')  # numpy refuses it without allow_pickle ...
+    got = F.extract_features(bb, files, cache=cache, progress=False)
+    assert not proof.exists()
+    np.testing.assert_allclose(got, good, atol=1e-6)  # ... and the entry is extracted again
+
+
 def test_bad_image_names_the_file_and_leaves_no_entry(bb, files, tmp_path):
     cache = tmp_path / 'cache'
     files[5].write_bytes(files[5].read_bytes()[:300])
@@ -306,9 +324,11 @@ def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
     assert again.metrics['cv_cached'] and not first.metrics['cv_cached']
     assert fits == [(first.metrics['C'],)], 'a cached re-run must fit once, at the C chosen before'
     for k in ('accuracy', 'C', 'features_from', 'cv_accuracy_by_features'): assert again.metrics[k] == first.metrics[k]
+    for a, b in zip(first.pipeline.steps, again.pipeline.steps): assert type(a[1]) is type(b[1])
+    np.testing.assert_array_equal(first.pipeline.named_steps['classifier'].coef_, again.pipeline.named_steps['classifier'].coef_)
     fits.clear()
     F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c', selection='pca', n_components=4)
-    assert len(fits) == 2 and fits[0] is None, 'other probe settings must not reuse the cached choice'
+    assert len(fits) == 3 and fits[0] is None, 'other probe settings must not reuse the cached choice'
 
 
 def test_probe_on_a_folder_without_val_split(colours, tmp_path):

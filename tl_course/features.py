@@ -7,7 +7,7 @@ __all__ = ['FEATURES_FORMAT', 'CS', 'weights_digest', 'architecture_digest', 'da
            'cache_path', 'with_pooled_layers', 'extract_features', 'probe_pipeline', 'fit_probe', 'pipe_c',
            'cv_accuracy', 'Probe', 'eval_split', 'linear_probe']
 
-# %% ../nbs/06_features.ipynb #ff668168
+# %% ../nbs/06_features.ipynb #60aea11c
 import hashlib, inspect, json, os, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ import keras
 from .data import ImageError, ImageFolder, load_image, load_image_folder, resize_center_crop
 from .backbones import Backbone, get_backbone, model_call
 
-# %% ../nbs/06_features.ipynb #76cacf09
+# %% ../nbs/06_features.ipynb #358821d1
 def _digest(parts) -> str:
     h = hashlib.sha256()
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode())
@@ -44,7 +44,7 @@ def data_digest(data) -> str:
         return f'{Path(f).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n'
     return _digest(ident(f) for f in data)
 
-# %% ../nbs/06_features.ipynb #909fc6ab
+# %% ../nbs/06_features.ipynb #780a64bf
 FEATURES_FORMAT = 1 # bump when the extraction itself changes, so old cache entries are never read
 
 def features_cache_dir() -> Path:
@@ -67,7 +67,7 @@ def cache_path(key:dict, cache_dir=None) -> Path:
     "The file that holds the features for `key`."
     return Path(cache_dir or features_cache_dir()) / f"{key['backbone']}-{_digest([json.dumps(key, sort_keys=True)])[:24]}.npy"
 
-# %% ../nbs/06_features.ipynb #4b203ed6
+# %% ../nbs/06_features.ipynb #af3cf177
 def _pid_alive(pid):
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
@@ -93,7 +93,7 @@ def _progress_line(label, done, total, t0):
     rate = done / max(time.time() - t0, 1e-9)
     sys.stderr.write(f'\r  {label}: {done}/{total} images  {rate:.0f} images/s'); sys.stderr.flush()
 
-# %% ../nbs/06_features.ipynb #95d17e6a
+# %% ../nbs/06_features.ipynb #aaff8283
 _POOLED = {}
 
 def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
@@ -111,7 +111,7 @@ def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
     _POOLED[key] = (m, Backbone(backbone.spec, model, backbone.input_size))
     return _POOLED[key][1]
 
-# %% ../nbs/06_features.ipynb #40ad62c1
+# %% ../nbs/06_features.ipynb #4fbbb281
 def extract_features(backbone, # a `Backbone` built without its top (pooled), or a registry name
                      data, # image paths, or an (N, H, W, 3) uint8 array
                      batch_size:int=32, # images per compiled call
@@ -174,7 +174,7 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
     os.replace(part, path) # atomic: the entry is complete or absent
     return np.load(path, mmap_mode='r')
 
-# %% ../nbs/06_features.ipynb #74ab6f33
+# %% ../nbs/06_features.ipynb #e6818803
 CS = tuple(np.logspace(-4, 0, 9)) # inverse regularisation strengths tried by cross-validation (standardised inputs)
 
 def _logistic_cv(Cs, cv, seed, max_iter):
@@ -220,7 +220,7 @@ def probe_pipeline(selection:str=None, # None, 'pca' or 'lda'
     else: steps.append(('classifier', _logistic_cv(Cs, cv, seed, max_iter)))
     return Pipeline(steps)
 
-# %% ../nbs/06_features.ipynb #8d5a3b99
+# %% ../nbs/06_features.ipynb #5d4b3e71
 def fit_probe(x, # (N, D) training features
               y, # (N,) integer labels
               **kw, # passed to `probe_pipeline`
@@ -251,7 +251,7 @@ def cv_accuracy(pipeline) -> float:
     "The best mean cross-validation accuracy of a fitted probe (over its C grid)."
     return float(_cv_scores(pipeline.named_steps['classifier']).mean(0).max())
 
-# %% ../nbs/06_features.ipynb #a8063390
+# %% ../nbs/06_features.ipynb #89934103
 @dataclass
 class Probe:
     "A fitted linear probe: the pipeline on top of the backbone's features, and how it did."
@@ -307,14 +307,17 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
         f'probe-{_digest([np.ascontiguousarray(xtr).tobytes(), ytr.tobytes(), json.dumps([list(choices), fit_kw], default=repr)])[:24]}.json'
     try: saved = json.loads(memo.read_text()) if memo else None
     except (OSError, ValueError): saved = None
-    if saved: # cross-validation ran before on exactly these features and labels: refit once at its choice
+    if saved and saved.get('best') in choices: # CV ran before on exactly these features and labels: refit at its choice
         best, C, cv = saved['best'], saved['C'], saved['cv']
         pipe = fit_probe(xtr[:, choices[best]], ytr, **{**fit_kw, 'Cs': (C,)})
     else:
         fits = {k: fit_probe(xtr[:, c], ytr, **fit_kw) for k, c in choices.items()}
         cv = {k: cv_accuracy(f) for k, f in fits.items()}
         best = max(cv, key=cv.get) # a tie keeps the head alone (it comes first)
-        pipe, C = fits[best], float(pipe_c(fits[best]))
+        C = pipe_c(fits[best])
+        # refit at that C from scratch, exactly as a cached re-run will (LogisticRegressionCV's own refit starts
+        # from the folds' average, and lands on slightly different weights)
+        pipe = fit_probe(xtr[:, choices[best]], ytr, **{**fit_kw, 'Cs': (C,)})
         if memo:
             tmp = memo.with_name(f'{memo.name}.part-{os.getpid()}')
             tmp.write_text(json.dumps({'best': best, 'C': C, 'cv': cv}))
