@@ -28,12 +28,21 @@ def weights_digest(model) -> str:
     arrays = (np.ascontiguousarray(keras.ops.convert_to_numpy(v)) for v in model.weights)
     return _digest(b for a in arrays for b in (f'{a.dtype}{a.shape};'.encode(), a.tobytes()))
 
+_NOT_ARCHITECTURE = {'name', 'trainable', 'built', 'seed'} # (a random seed differs between two builds of one network)
+
+def _plain(v):
+    "A setting as text, if it is a plain value (numbers, strings, functions by name, tuples of these); else None."
+    if callable(v) and not isinstance(v, type): v = getattr(v, '__name__', None)
+    if isinstance(v, (list, tuple)): return repr(v) if all(_plain(e) is not None for e in v) else None
+    return repr(v) if v is None or isinstance(v, (bool, int, float, str)) else None
+
 def architecture_digest(model) -> str:
-    "SHA-256 over the type and configuration of every layer, names left out (they differ between two builds)."
-    def cfg(layer):
-        c = {k: v for k, v in layer.get_config().items() if k != 'name'}
-        return json.dumps([type(layer).__name__, c], sort_keys=True, default=repr)
-    return _digest(cfg(l) for l in model.layers)
+    "SHA-256 over each layer's type and plain settings (kernel sizes, strides, pooling, activations...), names left out."
+    # (not `get_config`: Keras's serialiser imports TensorFlow whenever it is installed, even on the JAX backend)
+    def facts(layer):
+        kept = ((k, _plain(v)) for k, v in sorted(vars(layer).items()) if not k.startswith('_') and k not in _NOT_ARCHITECTURE)
+        return type(layer).__name__ + repr([(k, v) for k, v in kept if v is not None])
+    return _digest(facts(l) for l in model.layers)
 
 def data_digest(data) -> str:
     "SHA-256 of an image array's bytes, or of a file list's paths, sizes and modification times."
