@@ -175,8 +175,8 @@ def demo(out:str='tl_course_demo', backbone:str='efficientnet_lite0') -> str:
             f'{_table(photos, preds)}\n\n'
             f'Transfer: a linear probe on MNIST-5k with {gain["labels_per_class"]} labelled digits per class, '
             f'tested on {gain["n_test"]} others:\n'
-            f'  raw pixels            {gain["accuracy_raw_pixels"]:.1%}\n'
-            f'  {backbone} features  {gain[f"accuracy_{backbone}_features"]:.1%}\n'
+            f'  {"raw pixels":<{len(backbone) + 10}}{gain["accuracy_raw_pixels"]:.1%}\n'
+            f'  {backbone + " features":<{len(backbone) + 10}}{gain[f"accuracy_{backbone}_features"]:.1%}\n'
             f'Wrote {out / "predictions.png"}, {out / "predictions.json"} and {out / "transfer.json"}')
 
 # %% ../nbs/10_cli.ipynb #ed906f8a
