@@ -94,7 +94,7 @@ def _probe_folder(data_dir, val_dir=None, val_split=None):
     from tl_course.data import load_image_folder
     try:
         folder = load_image_folder(data_dir, val_split=val_split)
-        own = sorted({'val', 'test'} & set(folder.splits))
+        own = [s for s in ('val', 'test') if s in folder.splits] # in the order `features.eval_split` picks
         if val_dir is not None:
             if own: raise CliError(f'{data_dir} has its own {own[0]} split; drop --val-dir, or point DATA_DIR at its train/ folder')
             val = load_image_folder(val_dir)
@@ -130,7 +130,7 @@ def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='ef
     per = ', '.join(f'{c} {a:.1%}' for c, a in m['per_class_accuracy'].items())
     sel = {None: '', 'pca': f', PCA to {m["features"]}', 'lda': f', LDA to {m["features"]}'}[m['selection']]
     return '\n'.join([
-        f'{data_dir}: linear probe on {m["backbone"]} features ({bb.feature_size} per image'
+        f'{data_dir}: linear probe on {m["backbone"]} features ({m["features_from"]}'
         f'{", mirror-averaged" if flip else ""}{sel})',
         f'  accuracy {m["accuracy"]:.1%} on {m["n_val"]} images: {source}',
         *([f'  per class: {per}'] if len(m['classes']) <= 12 else []),

@@ -8,9 +8,9 @@ __all__ = ['FEATURES_FORMAT', 'CS', 'weights_digest', 'architecture_digest', 'da
            'cv_accuracy', 'Probe', 'eval_split', 'linear_probe']
 
 # %% ../nbs/06_features.ipynb #60aea11c
-import hashlib, inspect, json, os, sys, tempfile, time
+import hashlib, inspect, json, os, sys, tempfile, time, weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import keras
@@ -72,6 +72,10 @@ def feature_key(backbone:Backbone, # the network that makes the features
             'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'flip': bool(flip),
             'n': len(data), 'data': data_digest(data)}
 
+def _cache_folder(cache) -> Path:
+    "The folder that `cache=True` or `cache=<folder>` means."
+    return features_cache_dir() if cache is True else Path(cache)
+
 def cache_path(key:dict, cache_dir=None) -> Path:
     "The file that holds the features for `key`."
     return Path(cache_dir or features_cache_dir()) / f"{key['backbone']}-{_digest([json.dumps(key, sort_keys=True)])[:24]}.npy"
@@ -103,22 +107,22 @@ def _progress_line(label, done, total, t0):
     sys.stderr.write(f'\r  {label}: {done}/{total} images  {rate:.0f} images/s'); sys.stderr.flush()
 
 # %% ../nbs/06_features.ipynb #aaff8283
-_POOLED = {}
+_POOLED = weakref.WeakKeyDictionary() # backbone model -> {layer names: Backbone}
 
 def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
                        layers:tuple, # names of inner layers to pool
                       ) -> Backbone:
     "The backbone whose output is its own features followed by the global average of each layer in `layers`."
-    key = (id(backbone.model), tuple(layers))
-    if key in _POOLED and _POOLED[key][0] is backbone.model: return _POOLED[key][1]
+    made = _POOLED.setdefault(backbone.model, {})
+    if tuple(layers) in made: return made[tuple(layers)]
     names = [l.name for l in backbone.model.layers]
     missing = [l for l in layers if l not in names]
     if missing: raise ValueError(f'{backbone.name} has no layers {missing}; see [l.name for l in backbone.model.layers]')
     m = backbone.model
     pooled = [keras.layers.GlobalAveragePooling2D()(m.get_layer(l).output) for l in layers]
     model = keras.Model(m.inputs, keras.layers.Concatenate()([m.output] + pooled))
-    _POOLED[key] = (m, Backbone(backbone.spec, model, backbone.input_size))
-    return _POOLED[key][1]
+    made[tuple(layers)] = Backbone(backbone.spec, model, backbone.input_size)
+    return made[tuple(layers)]
 
 # %% ../nbs/06_features.ipynb #4fbbb281
 def extract_features(backbone, # a `Backbone` built without its top (pooled), or a registry name
@@ -144,7 +148,7 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
     if n == 0: return np.zeros((0, dim), np.float32)
     path = part = None
     if cache is not False:
-        path = cache_path(feature_key(bb, data, flip, crop_fraction), None if cache is True else cache)
+        path = cache_path(feature_key(bb, data, flip, crop_fraction), _cache_folder(cache))
         hit = _read_cached(path, (n, dim)) if path.exists() else None
         if hit is not None: return hit
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +316,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
     choices = {'head': slice(0, head)} if not layers else {f'head+{layers[0]}': slice(None)}
     if mid_level == 'auto': choices = {'head': slice(0, head), **choices}
     ytr, fit_kw = folder.labels('train'), dict(selection=selection, n_components=n_components, seed=seed, **kw)
-    memo = None if cache is False else Path(features_cache_dir() if cache is True else cache) / \
+    memo = None if cache is False else _cache_folder(cache) / \
         f'probe-{_digest([np.ascontiguousarray(xtr).tobytes(), ytr.tobytes(), json.dumps([list(choices), fit_kw], default=repr)])[:24]}.json'
     try: saved = json.loads(memo.read_text()) if memo else None
     except (OSError, ValueError): saved = None
