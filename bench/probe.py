@@ -18,8 +18,8 @@ import numpy as np
 import keras
 
 from tl_course.backbones import get_backbone
-from tl_course.data import load_image, load_image_folder, resize_center_crop
-from tl_course.features import extract_features, linear_probe
+from tl_course.data import load_image, load_image_folder
+from tl_course.features import evaluation_crop, extract_features, linear_probe
 
 
 def predict_loop(bb, files, batch=32, decoded=False):
@@ -27,7 +27,7 @@ def predict_loop(bb, files, batch=32, decoded=False):
     out = []
     for i in range(0, len(files), batch):
         x = (files[i:i + batch] if decoded else
-             np.stack([resize_center_crop(load_image(f), bb.input_size) for f in files[i:i + batch]])).astype(np.float32)
+             np.stack([evaluation_crop(load_image(f), bb.input_size) for f in files[i:i + batch]])).astype(np.float32)
         out.append(bb.model.predict(bb.preprocess(x), verbose=0))
     return np.concatenate(out)
 
@@ -70,7 +70,7 @@ def main():
         if hym.is_dir():
             f = load_image_folder(hym)
             files = f.files('train') + f.files('val')
-            crops = np.stack([resize_center_crop(load_image(f), bb.input_size) for f in files])
+            crops = np.stack([evaluation_crop(load_image(f), bb.input_size) for f in files])
             runs = {'extract_features': lambda: extract_features(bb, files, cache=False, progress=False),
                     'model.predict loop': lambda: predict_loop(bb, files),
                     'extract_features, decoded': lambda: extract_features(bb, crops, crop_fraction=1, cache=False, progress=False),

@@ -3,7 +3,7 @@ import io, os
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tl_course.data import ImageError, bundled_photos, load_image, resize_center_crop
 
@@ -586,3 +586,16 @@ def test_permission_denied_is_reported_even_as_root(tmp_path, monkeypatch):
         load_image(locked)
     f = load_image_folder(root)
     assert f.bad == [(locked, 'permission denied')] and locked not in f.files()
+
+
+@pytest.mark.parametrize('shape', [(375, 500, 3), (130, 193, 3), (1984, 2592, 3), (32, 32, 3), (500, 260, 3)])
+def test_center_crop_resamples_only_the_box_as_resize_all_then_crop_would(shape):
+    # the reference: resize the whole image, then cut the central square out of it
+    img = np.asarray(Image.fromarray(RNG.integers(0, 256, shape, dtype=np.uint8)).filter(ImageFilter.GaussianBlur(2)))
+    h, w = shape[:2]
+    scale = 256 / min(h, w)
+    nh, nw = max(224, round(h * scale)), max(224, round(w * scale))
+    full = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BICUBIC)).astype(int)
+    top, left = (nh - 224) // 2, (nw - 224) // 2
+    diff = np.abs(resize_center_crop(img, 224).astype(int) - full[top:top + 224, left:left + 224])
+    assert diff.max() <= 2 and diff.mean() < 0.1, (diff.mean(), diff.max())  # off by one grey level, here and there

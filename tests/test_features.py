@@ -80,6 +80,25 @@ def test_feature_maps_are_refused(files):
         F.extract_features(maps, files, cache=False)
 
 
+def test_both_views_kept_apart(bb, files, tmp_path):
+    both = F.extract_features(bb, files, flip='both', cache=tmp_path, progress=False)
+    assert both.shape == (len(files), 2, 1280)
+    np.testing.assert_allclose(both[:, 0], reference(bb, files), atol=2e-5)
+    np.testing.assert_allclose(both[:, 1], 2 * reference(bb, files, flip=True) - reference(bb, files), atol=5e-5)
+    np.testing.assert_allclose(np.asarray(both).mean(1), reference(bb, files, flip=True), atol=2e-5)
+    assert F.cache_path(F.feature_key(bb, files, 'both')) != F.cache_path(F.feature_key(bb, files, True))
+    np.testing.assert_array_equal(F.extract_features(bb, files, flip='both', cache=tmp_path, progress=False), both)
+    with pytest.raises(ValueError, match="flip to be False, True or 'both'"):
+        F.extract_features(bb, files, flip='mirror', cache=False)
+
+
+def test_images_smaller_than_the_input_are_kept_whole(bb, tmp_path):
+    tiny = [_photo(tmp_path / f't{i}.jpg', (40 * i, 90, 160), i, (24, 20)) for i in range(3)]
+    got = F.extract_features(bb, tiny, cache=False, progress=False)
+    np.testing.assert_allclose(got, reference(bb, tiny, crop=1.0), atol=2e-5)
+    assert np.abs(got - reference(bb, tiny, crop=0.875)).max() > 1e-3  # a centre crop would have cut pixels away
+
+
 def test_memory_bound_streams_to_a_temporary_file(bb, files):
     out = F.extract_features(bb, files, cache=False, progress=False, max_memory=1000)
     assert isinstance(out, np.memmap)
@@ -273,13 +292,14 @@ def test_a_live_writers_part_file_is_left_alone(bb, files, tmp_path):
 # --- the probe ---
 
 def test_linear_probe_separates_colours(colours, tmp_path):
-    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), cache=tmp_path / 'c')
+    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), power='auto', cache=tmp_path / 'c')
     m = p.metrics
     assert m['accuracy'] == 1.0 and m['n_train'] == 16 and m['n_val'] == 8 and m['classes'] == ['blue', 'red']
     assert m['eval_split'] == 'val' and m['flip'] is True and m['C'] in F.CS
     cv = m['cv_accuracy_by_features']
-    assert set(cv) == {'head', 'head+block10_add'} and m['features_from'] == max(cv, key=cv.get)
-    assert m['features'] == {'head': 1280, 'head+block10_add': 1280 + 112}[m['features_from']]
+    assert list(cv) == ['head', 'head+block10_add', 'head, signed power 0.5', 'head+block10_add, signed power 0.5']
+    assert m['features_from'] == max(cv, key=cv.get) and m['power'] == (0.5 if 'power' in m['features_from'] else 1)
+    assert m['features'] == 1280 + 112 * ('block10_add' in m['features_from'])
     assert set(m['per_class_accuracy']) == {'blue', 'red'} and m['seconds'] >= m['seconds_fit'] > 0
     assert p.predict_files(sorted((colours / 'val' / 'red').iterdir())[:2], cache=tmp_path / 'c') == ['red', 'red']
 
@@ -301,6 +321,14 @@ def test_mid_level_features(colours, tmp_path, mid_level, width, name):
     val = sorted((colours / 'val' / 'blue').iterdir())
     assert p.features(val, cache=False).shape == (len(val), width)
     assert p.predict_files(val, cache=False) == ['blue'] * len(val)
+
+
+def test_power_chosen_by_cross_validation_reaches_the_pipeline(colours, tmp_path):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    p = F.linear_probe(colours, backbone=bb, mid_level=False, power=0.5, cache=tmp_path / 'c')
+    assert p.metrics['features_from'] == 'head, signed power 0.5' and p.pipeline.named_steps['power'].kw_args == {'p': 0.5}
+    x = p.features(sorted((colours / 'val' / 'red').iterdir()), cache=tmp_path / 'c')
+    np.testing.assert_array_equal(p.pipeline[:1].transform(x), np.sqrt(x))  # pooled ReLU6 outputs are >= 0
 
 
 def test_pooled_layers_are_the_layer_means(bb, files):
@@ -329,7 +357,7 @@ def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
     np.testing.assert_array_equal(first.pipeline.named_steps['classifier'].coef_, again.pipeline.named_steps['classifier'].coef_)
     fits.clear()
     F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c', selection='pca', n_components=4)
-    assert len(fits) == 3 and fits[0] is None, 'other probe settings must not reuse the cached choice'
+    assert len(fits) == 3 and fits[0] is None, 'other probe settings must not reuse the cached choice'  # 2 CV fits, 1 refit
 
 
 def test_probe_on_a_folder_without_val_split(colours, tmp_path):
@@ -349,6 +377,14 @@ def test_fit_probe_checks_its_input():
     with pytest.raises(ValueError, match="selection='tsne'"): F.probe_pipeline('tsne')
     y = np.r_[np.zeros(6, int), np.ones(3, int), 2 * np.ones(3, int)]
     assert F.fit_probe(x, y).named_steps['classifier'].cv.n_splits == 3  # folds shrink to the smallest class
+
+
+def test_power_normalisation_comes_first():
+    np.testing.assert_array_equal(F.signed_power(np.array([-4., 0., 9.])), [-2., 0., 3.])
+    pipe = F.probe_pipeline(power=0.5)
+    assert list(pipe.named_steps)[:2] == ['power', 'standardise']
+    np.testing.assert_array_equal(pipe[:1].fit_transform(np.array([[-4., 16.]])), [[-2., 4.]])
+    assert 'power' not in F.probe_pipeline().named_steps
 
 
 def test_lda_pipelines():

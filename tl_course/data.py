@@ -61,9 +61,13 @@ def resize_center_crop(img:np.ndarray, # (H, W, 3) uint8 image
     short = int(round(size / crop_fraction))
     scale = short / min(h, w)
     nh,nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
-    im = Image.fromarray(img).resize((nw, nh), Image.BICUBIC)
     top,left = (nh - size) // 2, (nw - size) // 2
-    return np.asarray(im)[top:top + size, left:left + size]
+    if (nh, nw) == (h, w): return img[top:top + size, left:left + size].copy()
+    # resample only the source box under the crop: resizing all, then cropping, gives the same pixels within
+    # rounding for about 1.7x the work on photos (tests/test_data.py compares the two)
+    sy, sx = h / nh, w / nw
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC, box=box))
 
 # %% ../nbs/03_data.ipynb #9236098f
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')

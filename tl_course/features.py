@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['FEATURES_FORMAT', 'CS', 'weights_digest', 'architecture_digest', 'data_digest', 'features_cache_dir', 'feature_key',
-           'cache_path', 'with_pooled_layers', 'extract_features', 'probe_pipeline', 'fit_probe', 'pipe_c',
-           'cv_accuracy', 'Probe', 'eval_split', 'linear_probe']
+           'cache_path', 'evaluation_crop', 'with_pooled_layers', 'extract_features', 'signed_power', 'probe_pipeline',
+           'fit_probe', 'pipe_c', 'cv_accuracy', 'Probe', 'eval_split', 'linear_probe']
 
 # %% ../nbs/06_features.ipynb #60aea11c
 import hashlib, inspect, json, os, sys, tempfile, time, weakref
@@ -54,7 +54,7 @@ def data_digest(data) -> str:
     return _digest(ident(f) for f in data)
 
 # %% ../nbs/06_features.ipynb #780a64bf
-FEATURES_FORMAT = 1 # bump when the extraction itself changes, so old cache entries are never read
+FEATURES_FORMAT = 2 # bump when the extraction itself changes, so old cache entries are never read
 
 def features_cache_dir() -> Path:
     "Where extracted features are kept: `$TL_COURSE_CACHE/features`, default `~/.cache/tl_course/features`."
@@ -63,13 +63,13 @@ def features_cache_dir() -> Path:
 
 def feature_key(backbone:Backbone, # the network that makes the features
                 data, # image paths, or an (N, H, W, 3) uint8 array
-                flip:bool=False, # mirrored copies averaged in
+                flip=False, # see `extract_features`
                 crop_fraction:float=0.875, # see `resize_center_crop`
                ) -> dict:
     "Everything that changes the features of `data`: the cache entry's key."
     return {'format': FEATURES_FORMAT, 'backbone': backbone.name, 'weights': weights_digest(backbone.model),
             'architecture': architecture_digest(backbone.model), 'input_size': backbone.input_size,
-            'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'flip': bool(flip),
+            'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'flip': flip if flip == 'both' else bool(flip),
             'n': len(data), 'data': data_digest(data)}
 
 def _cache_folder(cache) -> Path:
@@ -98,9 +98,15 @@ def _read_cached(path, shape):
     except (OSError, ValueError): return None # unreadable: recompute and replace it
     return x if x.shape == shape and x.dtype == np.float32 else None
 
+def evaluation_crop(img:np.ndarray, # (H, W, 3) uint8 image
+                    size:int, # the network's input side
+                    crop_fraction:float=0.875, # see `resize_center_crop`
+                   ) -> np.ndarray:
+    "The centre crop a network sees at evaluation; an image smaller than the input is upscaled whole (a crop would cut away real pixels)."
+    return resize_center_crop(img, size, 1.0 if min(img.shape[:2]) < size else crop_fraction)
+
 def _prepare(item, size, crop_fraction):
-    img = load_image(item) if isinstance(item, (str, os.PathLike)) else item
-    return resize_center_crop(img, size, crop_fraction)
+    return evaluation_crop(load_image(item) if isinstance(item, (str, os.PathLike)) else item, size, crop_fraction)
 
 def _progress_line(label, done, total, t0):
     rate = done / max(time.time() - t0, 1e-9)
@@ -128,8 +134,9 @@ def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
 def extract_features(backbone, # a `Backbone` built without its top (pooled), or a registry name
                      data, # image paths, or an (N, H, W, 3) uint8 array
                      batch_size:int=32, # images per compiled call
-                     flip:bool=False, # average each image's features with those of its mirror image
-                     crop_fraction:float=0.875, # see `resize_center_crop`; 1 keeps the whole short side
+                     flip=False, # True: average each image's features with its mirror image's; 'both': keep both, (N, 2, D)
+                     crop_fraction:float=0.875, # see `resize_center_crop`; 1 keeps the whole short side (images smaller
+                                                # than the input always keep it)
                      cache=True, # True: `features_cache_dir()`; a folder; False: no cache
                      progress:bool=True, # a progress line on stderr
                      workers:int=4, # threads decoding images ahead of the network
@@ -137,6 +144,7 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
                      extra_layers:tuple=(), # inner layers whose outputs are average-pooled and appended (e.g. the cut layer)
                     ) -> np.ndarray:
     "The `(N, feature_size)` float32 features of `data`: batched through the compiled call, streamed to disk, cached."
+    if flip not in (False, True, 'both'): raise ValueError(f"Expected flip to be False, True or 'both'. Received: {flip!r}")
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     if len(bb.model.output.shape) != 2:
         raise ValueError(f'{bb.name}: the model gives {tuple(bb.model.output.shape)} outputs, not one vector per image; '
@@ -145,20 +153,21 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
     if isinstance(data, np.ndarray) and (data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8):
         raise ValueError(f'Expected images as an (N, H, W, 3) uint8 array. Received: {data.dtype} {data.shape}')
     n, dim = len(data), int(bb.model.output.shape[-1])
-    if n == 0: return np.zeros((0, dim), np.float32)
+    shape = (n, 2, dim) if flip == 'both' else (n, dim)
+    if n == 0: return np.zeros(shape, np.float32)
     path = part = None
     if cache is not False:
         path = cache_path(feature_key(bb, data, flip, crop_fraction), _cache_folder(cache))
-        hit = _read_cached(path, (n, dim)) if path.exists() else None
+        hit = _read_cached(path, shape) if path.exists() else None
         if hit is not None: return hit
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_parts(path.parent)
         part = path.with_name(f'{path.name}.part-{os.getpid()}')
-        out = np.lib.format.open_memmap(part, mode='w+', dtype=np.float32, shape=(n, dim))
-    elif n * dim * 4 > max_memory:
+        out = np.lib.format.open_memmap(part, mode='w+', dtype=np.float32, shape=shape)
+    elif np.prod(shape) * 4 > max_memory:
         tmp = tempfile.TemporaryFile()
-        out = np.memmap(tmp, dtype=np.float32, mode='w+', shape=(n, dim))
-    else: out = np.empty((n, dim), np.float32)
+        out = np.memmap(tmp, dtype=np.float32, mode='w+', shape=shape)
+    else: out = np.empty(shape, np.float32)
     bs = min(batch_size, n)
     call, size = model_call(bb.model), bb.input_size
     prep = lambda j: _prepare(data[j], size, crop_fraction)
@@ -175,7 +184,8 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
                 if m < bs: x = np.concatenate([x, np.zeros((bs - m,) + x.shape[1:], x.dtype)]) # one shape, one trace
                 if flip: x = np.concatenate([x, x[:, :, ::-1]])
                 y = call(x)
-                out[b.start:b.stop] = (y[:m] + y[bs:bs + m]) / 2 if flip else y[:m]
+                if flip == 'both': out[b.start:b.stop] = np.stack([y[:m], y[bs:bs + m]], 1)
+                else: out[b.start:b.stop] = (y[:m] + y[bs:bs + m]) / 2 if flip else y[:m]
                 if progress and (time.time() - last > 0.5 or b.stop == n):
                     _progress_line(f'{bb.name} features', b.stop, n, t0); last = time.time()
         if progress: sys.stderr.write('\n')
@@ -206,6 +216,10 @@ def _cv_scores(clf) -> np.ndarray:
     if isinstance(s, dict): s = next(iter(s.values()))
     return np.asarray(s).reshape(len(s), -1)
 
+def signed_power(x, p:float=0.5):
+    "sign(x) |x|^p: power normalisation, which evens out features whose few large values would dominate."
+    return np.sign(x) * np.abs(x) ** p
+
 def probe_pipeline(selection:str=None, # None, 'pca' or 'lda'
                    n_components=None, # PCA: a number of components, or a share of variance below 1; LDA: at most classes - 1
                    shrinkage='auto', # LDA: 'auto' (Ledoit-Wolf), a float in [0, 1], or None for plain LDA
@@ -213,11 +227,13 @@ def probe_pipeline(selection:str=None, # None, 'pca' or 'lda'
                    cv:int=5, # cross-validation folds, on the training data only
                    seed:int=0, # fold shuffling and PCA's randomised solver
                    max_iter:int=1000, # L-BFGS iterations
+                   power:float=1, # exponent of `signed_power`, applied first; 1: the features as they are
                   ):
-    "A scikit-learn pipeline: standardise, optionally select features (PCA or LDA), logistic regression with C by CV."
+    "A scikit-learn pipeline: (power-normalise), standardise, optionally select (PCA or LDA), logistic regression, C by CV."
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-    steps = [('standardise', StandardScaler())]
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    steps = [('power', FunctionTransformer(signed_power, kw_args={'p': power}))] if power != 1 else []
+    steps.append(('standardise', StandardScaler()))
     if selection == 'pca':
         from sklearn.decomposition import PCA
         steps.append(('pca', PCA(n_components, random_state=seed)))
@@ -272,14 +288,16 @@ class Probe:
     backbone:Backbone
     classes:list
     metrics:dict # accuracy, n_train, n_val, classes, seconds, C, ...
-    extra_layers:tuple = () # inner layers pooled and appended to the features the pipeline takes
+    extra_layers:tuple = () # inner layers pooled and appended to the network's features when extracting
+    columns:int = None # the pipeline takes the first `columns` features (None: all)
     y_true:np.ndarray = None # labels of the evaluation split
     y_pred:np.ndarray = None # the probe's predictions for it
 
     def features(self, files, **kw) -> np.ndarray:
         "The features this probe takes, for image files (extracted, and cached, as for training)."
-        return extract_features(self.backbone, files, flip=self.metrics['flip'], extra_layers=self.extra_layers,
-                                **{'progress': False, **kw})
+        x = extract_features(self.backbone, files, flip=self.metrics['flip'], extra_layers=self.extra_layers,
+                             **{'progress': False, **kw}) # the same cache entry as the features it was trained on
+        return x if self.columns is None else x[:, :self.columns]
 
     def predict_files(self, files, **kw) -> list:
         "Class names for image files."
@@ -297,6 +315,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
                  n_components=None, # for PCA or LDA
                  flip:bool=True, # average features with the mirror image's (train and evaluation)
                  mid_level='auto', # append the pooled cut layer: True, False, or 'auto' (kept if CV on train prefers it)
+                 power=1, # `signed_power` exponent: a number (1: none), or 'auto' (0.5 if CV on train prefers it to 1)
                  val_split:float=None, # for a folder path with no val/test split
                  cache=True, # see `extract_features`
                  progress:bool=False, # progress lines while extracting
@@ -313,36 +332,38 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
     xtr, xval = extract_features(bb, folder.files('train'), **ex), extract_features(bb, folder.files(split), **ex)
     t1 = time.time()
     head = int(bb.model.output.shape[-1])
-    choices = {'head': slice(0, head)} if not layers else {f'head+{layers[0]}': slice(None)}
-    if mid_level == 'auto': choices = {'head': slice(0, head), **choices}
+    cols = {'head': slice(0, head)} if not layers else {f'head+{layers[0]}': slice(None)}
+    if mid_level == 'auto': cols = {'head': slice(0, head), **cols}
+    powers = (1.0, 0.5) if power == 'auto' else (float(power),)
+    # every feature set with every power; in this order, so that a tie keeps the simpler one
+    choices = {(k if p == 1 else f'{k}, signed power {p:g}'): (c, p) for p in powers for k, c in cols.items()}
     ytr, fit_kw = folder.labels('train'), dict(selection=selection, n_components=n_components, seed=seed, **kw)
     memo = None if cache is False else _cache_folder(cache) / \
         f'probe-{_digest([np.ascontiguousarray(xtr).tobytes(), ytr.tobytes(), json.dumps([list(choices), fit_kw], default=repr)])[:24]}.json'
     try: saved = json.loads(memo.read_text()) if memo else None
     except (OSError, ValueError): saved = None
-    if saved and saved.get('best') in choices: # CV ran before on exactly these features and labels: refit at its choice
+    reuse = bool(saved) and saved.get('best') in choices
+    if reuse: # CV ran before on exactly these features and labels: refit at its choice
         best, C, cv = saved['best'], saved['C'], saved['cv']
-        pipe = fit_probe(xtr[:, choices[best]], ytr, **{**fit_kw, 'Cs': (C,)})
     else:
-        fits = {k: fit_probe(xtr[:, c], ytr, **fit_kw) for k, c in choices.items()}
+        fits = {k: fit_probe(xtr[:, c], ytr, **fit_kw, power=p) for k, (c, p) in choices.items()}
         cv = {k: cv_accuracy(f) for k, f in fits.items()}
-        best = max(cv, key=cv.get) # a tie keeps the head alone (it comes first)
+        best = max(cv, key=cv.get) # a tie keeps the earlier, simpler one
         C = pipe_c(fits[best])
-        # refit at that C from scratch, exactly as a cached re-run will (LogisticRegressionCV's own refit starts
-        # from the folds' average, and lands on slightly different weights)
-        pipe = fit_probe(xtr[:, choices[best]], ytr, **{**fit_kw, 'Cs': (C,)})
-        if memo:
-            tmp = memo.with_name(f'{memo.name}.part-{os.getpid()}')
-            tmp.write_text(json.dumps({'best': best, 'C': C, 'cv': cv}))
-            os.replace(tmp, memo)
-    cols = choices[best]
-    if cols != slice(None): layers = ()
+    # refit at that C from scratch, exactly as a cached re-run does (LogisticRegressionCV's own refit starts
+    # from the folds' average, and lands on slightly different weights)
+    cols, p = choices[best]
+    pipe = fit_probe(xtr[:, cols], ytr, **{**fit_kw, 'power': p, 'Cs': (C,)})
+    if memo and not reuse:
+        tmp = memo.with_name(f'{memo.name}.part-{os.getpid()}')
+        tmp.write_text(json.dumps({'best': best, 'C': C, 'cv': cv}))
+        os.replace(tmp, memo)
     y, pred = folder.labels(split), pipe.predict(xval[:, cols])
     metrics = {'accuracy': float((pred == y).mean()), 'n_train': len(xtr), 'n_val': len(xval), 'eval_split': split,
                'classes': list(folder.classes), 'backbone': bb.name, 'input_size': bb.input_size, 'flip': flip,
-               'features_from': best, 'selection': selection, 'features': int(pipe[:-1].transform(xtr[:2, cols]).shape[1]),
-               'C': C, 'cv_accuracy': cv[best], 'cv_accuracy_by_features': cv, 'cv_cached': bool(saved),
+               'features_from': best, 'power': p, 'selection': selection, 'features': int(pipe[:-1].transform(xtr[:2, cols]).shape[1]),
+               'C': C, 'cv_accuracy': cv[best], 'cv_accuracy_by_features': cv, 'cv_cached': reuse,
                'per_class_accuracy': {c: float((pred[y == i] == i).mean()) for i, c in enumerate(folder.classes) if (y == i).any()},
                'seconds_features': round(t1 - t0, 2), 'seconds_fit': round(time.time() - t1, 2),
                'seconds': round(time.time() - t0, 2)}
-    return Probe(pipe, bb, list(folder.classes), metrics, layers, y, pred)
+    return Probe(pipe, bb, list(folder.classes), metrics, layers, None if cols == slice(None) else cols.stop, y, pred)

@@ -1,0 +1,209 @@
+"Fine-tuning: what trains and what must not move (frozen weights, BatchNorm statistics), the schedule and loss, checkpoints that survive a SIGKILL, the saved model."
+import json, os, signal, subprocess, sys, textwrap, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import keras
+
+import tl_course.train as T
+from tl_course.backbones import get_backbone
+from tl_course.data import get_dataset
+
+SIZE = 32
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits(per_class=6, classes=3, seed=0):
+    "A few of scikit-learn's digits (8 x 8, upscaled by the pipeline): train and val arrays, labels."
+    d = get_dataset('digits')
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(d.y == c))[:2 * per_class] for c in range(classes)]).reshape(classes, -1)
+    tr, va = idx[:, :per_class].ravel(), idx[:, per_class:].ravel()
+    return (d.x[tr], d.y[tr]), (d.x[va], d.y[va])
+
+
+def bn_layers(model):
+    return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+
+
+def snapshot(model):
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}
+
+
+class Snap(keras.callbacks.Callback):
+    "Copies of the base's variables, and of the model being fitted, when each phase starts and ends."
+    def __init__(self, base): super().__init__(); self.base, self.snaps = base, []
+    def on_train_begin(self, logs=None): self.snaps.append((snapshot(self.model), snapshot(self.base)))
+    def on_train_end(self, logs=None): self.snaps.append((snapshot(self.model), snapshot(self.base)))
+
+
+def test_set_trainable():
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    m, names = bb.model, [l.name for l in bb.model.layers]
+    assert T.set_trainable(m, None) == 0 and not m.trainable_weights
+    n = T.set_trainable(m, 'cut', bb.cut_layer)
+    cut = names.index(bb.cut_layer)
+    trained = [l for l in m.layers if l.trainable and l.weights]
+    assert n == len(trained) > 0 and all(names.index(l.name) > cut for l in trained)
+    assert not any(l.trainable for l in bn_layers(m)), 'BatchNorm must stay frozen (inference mode)'
+    T.set_trainable(m, 'cut', bb.cut_layer, bn_training=True)
+    assert all(l.trainable for l in bn_layers(m) if names.index(l.name) > cut)
+    assert not any(l.trainable for l in bn_layers(m) if names.index(l.name) <= cut)
+    assert T.set_trainable(m, 'all', bn_training=True) == sum(bool(l.weights) for l in m.layers)
+    assert T.set_trainable(m, 1.0) == sum(bool(l.weights) for l in m.layers if not isinstance(l, keras.layers.BatchNormalization))
+    assert 0 < T.set_trainable(m, 0.2) < n
+    with pytest.raises(ValueError, match="no layer 'nope'"): T.set_trainable(m, 'nope')
+    with pytest.raises(ValueError, match='Expected unfreeze'): T.set_trainable(m, 2.0)
+
+
+def test_warmup_cosine_schedule():
+    s = T.WarmupCosine(1e-3, total_steps=100, warmup_steps=10, floor=1e-5)
+    lr = lambda k: float(keras.ops.convert_to_numpy(s(k)))
+    np.testing.assert_allclose([lr(0), lr(4), lr(9)], [1e-4, 5e-4, 1e-3], rtol=1e-5)
+    np.testing.assert_allclose([lr(10), lr(55), lr(100), lr(500)], [1e-3, 1e-5 + (1e-3 - 1e-5) / 2, 1e-5, 1e-5], rtol=1e-4)
+    assert all(lr(k) >= lr(k + 1) for k in range(10, 100))
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
+    assert lr(37) == float(keras.ops.convert_to_numpy(again(37)))
+
+
+def test_sparse_smoothed_cross_entropy():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    y = np.array([0, 1])
+    ref = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(3)[y], p)
+    np.testing.assert_allclose(T.SparseSmoothedCE(0.1)(y, p), ref, rtol=1e-6)
+    plain = keras.losses.SparseCategoricalCrossentropy()(y, p)
+    np.testing.assert_allclose(T.SparseSmoothedCE(0.0)(y, p), plain, rtol=1e-6)
+    assert abs(float(T.SparseSmoothedCE(0.1)(y, p)) - float(plain)) > 1e-3
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    "One run of both phases on 18 digit images, with the base's variables copied as each phase starts and ends."
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    snap = Snap(bb.model)
+    train, val = digits()
+    run_dir = tmp_path_factory.mktemp('run')
+    run = T.fine_tune(bb, train, val, epochs_head=3, epochs_fine=2, run_dir=run_dir, callbacks=[snap], cache=False,
+                      batch_size=8, workers=1)
+    return run, snap.snaps, bb, run_dir, (train, val)
+
+
+def test_phase_1_moves_the_head_and_nothing_else(tiny_run):
+    run, snaps, bb, _, _ = tiny_run
+    (head_a, a), (head_b, b) = snaps[0], snaps[1]
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), 'a frozen weight moved in phase 1'
+    assert sorted(head_a) == ['classifier/bias', 'classifier/kernel'], 'phase 1 fits the new head alone'
+    assert not np.array_equal(head_a['classifier/kernel'], head_b['classifier/kernel'])
+    assert run.history['phase'][:3] == [1, 1, 1] and run.history['loss'][-1] < run.history['loss'][0]
+
+
+def test_phase_2_trains_the_top_and_keeps_batchnorm_statistics(tiny_run):
+    run, snaps, bb, _, _ = tiny_run
+    (_, a), (_, b) = snaps[2], snaps[3]
+    names = [l.name for l in bb.model.layers]
+    cut = names.index(bb.cut_layer)
+    moved = {k for k in a if not np.array_equal(a[k], b[k])}
+    layer_of = lambda path: path.split('/')[-2]
+    assert moved, 'phase 2 trained nothing'
+    assert all(names.index(layer_of(k)) > cut for k in moved), f'weights before the cut moved: {sorted(moved)[:3]}'
+    stats = [k for k in a if k.endswith(('moving_mean', 'moving_variance'))]
+    assert len(stats) == 2 * len(bn_layers(bb.model)) and not moved & set(stats), 'BatchNorm statistics changed'
+    assert [p for p in run.history['phase']] == [1, 1, 1, 2, 2] and run.history['epoch'] == [0, 1, 2, 3, 4]
+
+
+def test_batchnorm_statistics_do_move_when_asked(tmp_path):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    snap = Snap(bb.model)
+    train, val = digits(per_class=3)
+    T.fine_tune(bb, train, None, epochs_head=1, epochs_fine=1, bn_training=True, callbacks=[snap], cache=False,
+                batch_size=9, workers=1)
+    (_, a), (_, b) = snap.snaps[2], snap.snaps[3]
+    moved = [k for k in a if k.endswith('moving_mean') and not np.array_equal(a[k], b[k])]
+    assert moved, 'with bn_training=True the statistics after the cut must update (else the test above proves nothing)'
+
+
+def test_run_directory_holds_everything(tiny_run):
+    run, _, _, run_dir, (train, val) = tiny_run
+    assert {'checkpoint.npz', 'history.csv', 'history.json', 'metrics.json', 'model.keras', 'learning_curves.png'} <= \
+        {p.name for p in run_dir.iterdir()}
+    assert not [p for p in run_dir.iterdir() if '.part-' in p.name]
+    m = json.loads((run_dir / 'metrics.json').read_text())
+    assert m == run.metrics and m['n_train'] == 18 and m['n_val'] == 18 and 0 <= m['accuracy'] <= 1
+    lines = (run_dir / 'history.csv').read_text().splitlines()
+    assert lines[0].split(',')[:2] == ['phase', 'epoch'] and len(lines) == 6
+    state, _ = T.read_checkpoint(run_dir / 'checkpoint.npz')
+    assert state['finished'] and state['history'] == run.history
+
+
+def test_saved_model_reloads_and_predicts_identically(tiny_run):
+    run, _, _, run_dir, (train, val) = tiny_run
+    again = keras.saving.load_model(run_dir / 'model.keras')
+    x = T.ImageBatches(val[0], val[1], SIZE, 18)[0][0]
+    np.testing.assert_allclose(again.predict(x, verbose=0), run.model.predict(x, verbose=0), atol=1e-6)
+    assert isinstance(again.get_layer('preprocess'), T.Preprocess) and again.get_layer('classifier').dtype_policy.name == 'float32'
+
+
+def test_a_finished_run_is_not_trained_again(tiny_run):
+    run, _, bb, run_dir, (train, val) = tiny_run
+    again = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_head=3, epochs_fine=2,
+                        run_dir=run_dir, cache=False, batch_size=8, workers=1)
+    assert again.history == run.history and again.metrics['accuracy'] == run.metrics['accuracy']
+
+
+def test_other_settings_in_the_same_run_directory_are_refused(tiny_run):
+    run, _, bb, run_dir, (train, val) = tiny_run
+    with pytest.raises(ValueError, match='other settings \\(epochs_fine\\)'):
+        T.fine_tune(bb, train, val, epochs_head=3, epochs_fine=5, run_dir=run_dir, cache=False, batch_size=8)
+
+
+def test_a_bad_checkpoint_is_named_and_never_unpickled(tmp_path):
+    class Boom:
+        def __reduce__(self): return (os.system, ('touch ' + str(tmp_path / 'pwned'),))
+    bad = tmp_path / 'checkpoint.npz'
+    with open(bad, 'wb') as f: np.save(f, np.array([Boom()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match='checkpoint.npz: not a readable checkpoint.*delete it'):
+        T.read_checkpoint(bad)
+    assert not (tmp_path / 'pwned').exists()
+    bad.write_bytes(b'PK\x03\x04 truncated')
+    with pytest.raises(ValueError, match='not a readable checkpoint'): T.read_checkpoint(bad)
+
+
+KILLED_RUN = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_train import digits, SIZE
+    import tl_course.train as T
+    from tl_course.backbones import get_backbone
+    train, val = digits()
+    T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_head=2, epochs_fine=6,
+                run_dir={run_dir!r}, cache=False, batch_size=6, workers=1)
+''')
+
+
+def test_resume_after_the_process_is_killed(tmp_path):
+    run_dir = tmp_path / 'run'
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
+    proc = subprocess.Popen([sys.executable, '-c', code], env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, seen, t0 = run_dir / 'checkpoint.npz', None, time.time()
+    try:
+        while time.time() - t0 < 600 and proc.poll() is None:
+            if ckpt.exists():
+                state, _ = T.read_checkpoint(ckpt)
+                if state['epoch'] >= 3: seen = state; break # in phase 2, with epochs still to run
+            time.sleep(0.05)
+        assert seen is not None, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else 'no checkpoint'
+        proc.send_signal(signal.SIGKILL); proc.wait()
+    finally:
+        if proc.poll() is None: proc.kill()
+    state, _ = T.read_checkpoint(ckpt) # the last complete epoch (the kill may have come after one more)
+    assert not state['finished'] and state['epoch'] < 7
+    train, val = digits()
+    run = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_head=2, epochs_fine=6,
+                      run_dir=run_dir, cache=False, batch_size=6, workers=1)
+    assert run.resumed_from == state['epoch']
+    assert run.history['epoch'] == list(range(8)) and run.history['phase'] == [1] * 2 + [2] * 6
+    k = state['epoch'] + 1
+    assert all(run.history[c][:k] == state['history'][c] for c in state['history']), 'finished epochs were run again'
+    assert json.loads((run_dir / 'metrics.json').read_text())['epochs'] == 8
