@@ -7,9 +7,9 @@ the engines TensorFlow and JAX already have."""
 # %% auto #0
 __all__ = ['CHECKPOINT', 'set_trainable', 'Preprocess', 'classifier', 'WarmupCosine', 'SparseSmoothedCE', 'ImageBatches',
            'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'FineTuneRun', 'resolve_distribution',
-           'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
+           'head_from_probe', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
 
-# %% ../nbs/07_train.ipynb #f92f7b3e
+# %% ../nbs/07_train.ipynb #7cc8e0ce
 import contextlib, json, math, os, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +17,9 @@ import numpy as np
 import keras
 from .backbones import Backbone, get_backbone, preprocess_input
 from .data import augment, load_image, resize_short_side
-from .features import data_digest, evaluation_crop, extract_features
+from .features import data_digest, evaluation_crop, extract_features, fit_probe, pipe_c
 
-# %% ../nbs/07_train.ipynb #880ab5de
+# %% ../nbs/07_train.ipynb #bb48b7ad
 def set_trainable(model:keras.Model, # a backbone
                   unfreeze=None, # None: freeze all; 'cut': after `cut_layer`; a layer name: after it; a float: that top share of the layers; 'all'
                   cut_layer:str=None, # the registry's cut layer, for unfreeze='cut'
@@ -40,7 +40,7 @@ def set_trainable(model:keras.Model, # a backbone
         l.trainable = i >= start and (bn_training or not isinstance(l, keras.layers.BatchNormalization))
     return sum(l.trainable and bool(l.weights) for l in layers)
 
-# %% ../nbs/07_train.ipynb #87d85789
+# %% ../nbs/07_train.ipynb #d1df10ff
 @keras.saving.register_keras_serializable('tl_course')
 class Preprocess(keras.layers.Layer):
     "A backbone's input scaling as a layer, so a saved model takes images in [0, 255]."
@@ -61,7 +61,7 @@ def classifier(backbone:Backbone, # built without its top, pooled
     out = keras.layers.Dense(n_classes, activation='softmax', dtype='float32', name='classifier')(x)
     return keras.Model(inp, out, name=f'{backbone.name}_classifier')
 
-# %% ../nbs/07_train.ipynb #913a1842
+# %% ../nbs/07_train.ipynb #4cbfade7
 @keras.saving.register_keras_serializable('tl_course')
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     "Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `floor` at `total_steps`."
@@ -86,7 +86,7 @@ class SparseSmoothedCE(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
     def get_config(self): return {**super().get_config(), 'label_smoothing': self.label_smoothing}
 
-# %% ../nbs/07_train.ipynb #4bdf983a
+# %% ../nbs/07_train.ipynb #b3187109
 def _load(item) -> np.ndarray:
     return load_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
 
@@ -135,7 +135,7 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
-# %% ../nbs/07_train.ipynb #7b50cb33
+# %% ../nbs/07_train.ipynb #32c04d68
 CHECKPOINT = 'checkpoint.npz'
 
 def _write_atomic(path:Path, write):
@@ -175,7 +175,7 @@ def restore_checkpoint(model:keras.Model, optimizer, state:dict, arrays:list):
         raise ValueError('the checkpoint was written by a different model or optimizer; start a new run directory')
     for v, a in zip(vs, arrays): v.assign(a)
 
-# %% ../nbs/07_train.ipynb #d205e490
+# %% ../nbs/07_train.ipynb #70c54f6f
 class _EpochEnd(keras.callbacks.Callback):
     "Records each finished epoch in the run's history, then writes the checkpoint and the CSV history."
     def __init__(self, run, phase):
@@ -196,8 +196,9 @@ class FineTuneRun:
     resumed_from:int = None # the epoch a resumed run started after (None: a fresh run)
 
     def _epoch_done(self, optimizer, phase, epoch, logs):
-        row = {'phase': phase, 'epoch': epoch, **{k: float(v) for k, v in logs.items()},
-               'lr': float(keras.ops.convert_to_numpy(optimizer.learning_rate)), 'seconds': round(time.time() - self._t0, 2)}
+        lr = float('nan') if optimizer is None else float(keras.ops.convert_to_numpy(optimizer.learning_rate)) # nan: fitted exactly
+        row = {'phase': phase, 'epoch': epoch, **{k: float(v) for k, v in logs.items()}, 'lr': lr,
+               'seconds': round(time.time() - self._t0, 2)}
         for k, v in row.items(): self.history.setdefault(k, []).append(v)
         if self.run_dir is not None: self._save(optimizer, phase, epoch)
 
@@ -212,7 +213,8 @@ class FineTuneRun:
     def _finish(self, xval, yval, batch_size, workers, t0, save=True):
         m = {'backbone': self.backbone.name, 'input_size': self.backbone.input_size, 'classes': self.classes,
              'n_train': self.settings['n_train'], 'n_val': self.settings['n_val'],
-             'epochs': len(self.history.get('epoch', [])), 'resumed_from': self.resumed_from}
+             'epochs': len(self.history.get('epoch', [])), 'resumed_from': self.resumed_from,
+             'head_C': getattr(self, 'head_C', None)}
         if xval is not None:
             vb = ImageBatches(xval, yval, self.backbone.input_size, batch_size, workers=workers)
             pred = np.asarray(self.model.predict(vb, verbose=0)).argmax(1)
@@ -232,7 +234,7 @@ class FineTuneRun:
                        self.history['epoch'][-1] if self.history else -1, finished=True)
         return self
 
-# %% ../nbs/07_train.ipynb #227188e0
+# %% ../nbs/07_train.ipynb #5e92b1ea
 @contextlib.contextmanager
 def _building(mixed_precision, distribution):
     "Layers made inside take the dtype policy and are placed by the distribution (a tf.distribute strategy or a Keras distribution)."
@@ -261,7 +263,32 @@ def resolve_distribution(distribution):
         return keras.distribution.DataParallel()
     raise ValueError(f"Expected distribution to be None, 'mirrored', 'multiworker' or 'data_parallel'. Received: {distribution!r}")
 
-# %% ../nbs/07_train.ipynb #126e5f65
+# %% ../nbs/07_train.ipynb #b9a0c18f
+def head_from_probe(pipeline, # a fitted `fit_probe` pipeline without selection: standardise, logistic regression
+                    n_classes:int) -> tuple:
+    "(kernel (D, n_classes), bias) of the dense softmax layer that computes the same probabilities as `pipeline`."
+    sc, clf = pipeline.named_steps['standardise'], pipeline.named_steps['classifier']
+    w = clf.coef_ / sc.scale_ # standardising folded into the weights
+    b = clf.intercept_ - w @ sc.mean_
+    if len(w) == 1: w, b = np.stack([-w[0] / 2, w[0] / 2]), np.array([-b[0] / 2, b[0] / 2]) # sigmoid(z) = softmax(-z/2, z/2)
+    if len(w) != n_classes: raise ValueError(f'the probe knows {len(w)} classes, the head needs {n_classes}: each class needs training images')
+    return w.T.astype(np.float32), b.astype(np.float32)
+
+def _probe_head(run, x, y, vdata, seed):
+    "Phase 1 done exactly: L2 logistic regression on the features, C by cross-validation, put into the dense layer."
+    from sklearn.metrics import log_loss
+    pipe = fit_probe(x, y, seed=seed)
+    kernel, bias = head_from_probe(pipe, len(run.classes))
+    dense = run.model.get_layer('classifier')
+    dense.kernel.assign(kernel); dense.bias.assign(bias)
+    p = pipe.predict_proba(x)
+    logs = {'loss': log_loss(y, p, labels=range(len(run.classes))), 'accuracy': float((p.argmax(1) == y).mean())}
+    if vdata is not None:
+        pv = pipe.predict_proba(vdata[0])
+        logs.update(val_loss=log_loss(vdata[1], pv, labels=range(len(run.classes))), val_accuracy=float((pv.argmax(1) == vdata[1]).mean()))
+    run.head_C = pipe_c(pipe)
+    run._epoch_done(None, 1, 0, logs)
+
 def _settings(bb, train, val, n_classes, **kw) -> dict:
     return {'backbone': bb.name, 'input_size': bb.input_size, 'n_classes': n_classes, 'n_train': len(train[1]),
             'train': data_digest(train[0]), 'train_labels': data_digest(np.asarray(train[1], np.int64)),
@@ -271,9 +298,9 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               train=None, # (images, labels): image paths or an (N, H, W, 3) uint8 array, and int labels
               val=None, # (images, labels) measured after each epoch, or None
               classes=None, # class names; default '0', '1', ...
-              epochs_head:int=30, # phase 1: the new head trained on the frozen base's features
+              epochs_head:int=None, # phase 1: None fits the head exactly (lesson 06's probe, C by CV); N: N epochs of AdamW
               epochs_fine:int=4, # phase 2: the layers after the cut trained too, on augmented images
-              head_lr:float=1e-3, # phase 1 learning rate (AdamW)
+              head_lr:float=1e-3, # phase 1 learning rate, when trained by AdamW (`epochs_head` given)
               fine_lr:float=1e-4, # phase 2 peak learning rate, reached after the warm-up, then cosine decay to 0
               warmup:float=0.25, # share of phase 2's steps spent warming up
               unfreeze='cut', # see `set_trainable`
@@ -331,12 +358,16 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
         return run._finish(xval, yval, batch_size, workers, t0, save=False)
 
     # phase 1: the base is frozen and in inference mode, so its features do not change: computed once (lesson 06),
-    # the head trains on them (each image and its mirror image) in seconds instead of passes through the network
+    # the head is fitted to them in seconds instead of epochs of passes through the network
     set_trainable(base.model, None)
-    if done_epochs < epochs_head:
+    head_epochs = 1 if epochs_head is None else epochs_head
+    if done_epochs < head_epochs:
         f = extract_features(bb, train[0], flip='both', cache=cache, progress=bool(verbose))
-        xf, yf = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([ytr, ytr])
         vdata = None if val is None else (np.asarray(extract_features(bb, xval, cache=cache, progress=bool(verbose))), yval)
+    if done_epochs < head_epochs and epochs_head is None:
+        _probe_head(run, np.asarray(f).mean(1), ytr, vdata, seed)
+    elif done_epochs < head_epochs:
+        xf, yf = np.concatenate([f[:, 0], f[:, 1]]), np.concatenate([ytr, ytr]) # each image and its mirror image
         with _building(mixed_precision, dist):
             inp = keras.Input((xf.shape[1],), name='features')
             head = keras.Model(inp, model.get_layer('classifier')(model.get_layer('head_dropout')(inp)), name='head')
@@ -345,7 +376,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
         if state: restore_checkpoint(model, head.optimizer, state, arrays)
         head.fit(xf, yf, batch_size=batch_size, epochs=epochs_head, initial_epoch=done_epochs, validation_data=vdata,
                  callbacks=[_EpochEnd(run, 1), *callbacks], verbose=verbose)
-        state = None # phase 2 starts from the weights in memory
+    if done_epochs < head_epochs: state = None # phase 2 starts from the weights in memory
 
     # phase 2: unfreeze after the cut, BatchNorm kept in inference mode; a lower learning rate, warm-up then cosine
     if epochs_fine > 0:
@@ -359,18 +390,18 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
                                          name='fine_adamw')
             model.compile(opt, loss(), metrics=['accuracy'], jit_compile=jit_compile)
         if state: restore_checkpoint(model, model.optimizer, state, arrays)
-        start = max(done_epochs, epochs_head)
-        tb.set_epoch(start - epochs_head)
+        start = max(done_epochs, head_epochs)
+        tb.set_epoch(start - head_epochs)
         cbs = [_EpochEnd(run, 2), *callbacks]
         if patience: cbs.append(keras.callbacks.EarlyStopping('val_accuracy', patience=patience, restore_best_weights=True))
         if run_dir is not None and keras.backend.backend() == 'tensorflow': # Keras's TensorBoard writer needs TensorFlow
             cbs.append(keras.callbacks.TensorBoard(str(run_dir / 'tensorboard')))
         with _building(None, dist):
-            model.fit(tb, epochs=epochs_head + epochs_fine, initial_epoch=start, validation_data=vb, callbacks=cbs,
+            model.fit(tb, epochs=head_epochs + epochs_fine, initial_epoch=start, validation_data=vb, callbacks=cbs,
                       verbose=verbose)
     return run._finish(xval, yval, batch_size, workers, t0)
 
-# %% ../nbs/07_train.ipynb #684e2333
+# %% ../nbs/07_train.ipynb #cfebb0d0
 def plot_history(history:dict, # `FineTuneRun.history`
                 ):
     "Loss and accuracy per epoch, training and validation, with the start of phase 2 marked."
@@ -385,7 +416,7 @@ def plot_history(history:dict, # `FineTuneRun.history`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_train.ipynb #f7120efd
+# %% ../nbs/07_train.ipynb #99498746
 def lr_find(model:keras.Model, # the model, with the layers to train set trainable
             data, # a keras.utils.PyDataset (or any indexable) of (x, y) batches
             loss=None, # default: `SparseSmoothedCE(0.1)`
