@@ -115,7 +115,7 @@ def digit_dirs(tmp_path_factory):
         (folder / c).mkdir(parents=True, exist_ok=True)
         for i in np.flatnonzero(d.y == int(c))[sl]: Image.fromarray(d.x[i]).save(folder / c / f'{i}.png')
     for c in '027':
-        save(root / 'split' / 'train', c, slice(0, 15)); save(root / 'split' / 'val', c, slice(15, 23))
+        save(root / 'split' / 'train', c, slice(0, 15)); save(root / 'split' / 'val', c, slice(15, 35))
         save(root / 'flat', c, slice(0, 20)); save(root / 'valdir', c, slice(30, 36))
     save(root / 'extra', '0', slice(40, 42)); save(root / 'extra', '9', slice(0, 2))
     return root
@@ -126,8 +126,10 @@ def test_probe_json(digit_dirs, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert {'accuracy', 'n_train', 'n_val', 'classes', 'seconds'} <= set(out)
-    assert (out['n_train'], out['n_val'], out['classes']) == (45, 24, ['0', '2', '7'])
-    assert out['accuracy'] >= 0.9 and out['seconds'] > 0 and out['evaluated_on'] == 'its val split'
+    assert (out['n_train'], out['n_val'], out['classes']) == (45, 60, ['0', '2', '7'])
+    # 15 labelled digits per class: about 85 % is what the features give (tl-course demo measures 85 % on 1,000 test
+    # digits with 20 per class); chance is 33 %
+    assert out['accuracy'] >= 0.75 and out['seconds'] > 0 and out['evaluated_on'] == 'its val split'
     assert r.stderr == ''
 
 
@@ -163,3 +165,38 @@ def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
     monkeypatch.chdir(digit_dirs)
     with pytest.raises(SystemExit) as e: cli.main(['probe', 'flat', '--pca', '4', '--lda'])
     assert e.value.code == 2
+
+
+def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path):
+    env = {**os.environ, 'TL_COURSE_CACHE': str(tmp_path / 'cache')}
+    args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--out', str(tmp_path / 'run'), '--json')
+    r = run(*args, cwd=digit_dirs, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert {'accuracy', 'n_train', 'n_val', 'seconds'} <= set(out) and (out['n_train'], out['n_val']) == (45, 60)
+    assert out['accuracy'] >= 0.6 and out['epochs'] == 2 and out['evaluated_on'] == 'its val split'
+    assert 'epoch 1 (head fitted exactly)' in r.stderr and 'epoch 2 (phase 2' in r.stderr
+    assert {'model.keras', 'checkpoint.npz', 'history.csv', 'metrics.json', 'learning_curves.png'} <= \
+        {p.name for p in (tmp_path / 'run').iterdir()}
+    again = run(*args, cwd=digit_dirs, env=env)
+    assert again.returncode == 0 and 'epoch' not in again.stderr.replace('fine-tuning', '')
+    assert json.loads(again.stdout)['accuracy'] == out['accuracy']
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['flat', '--epochs-head', '0'], '--epochs-head must be at least 1'),
+    (['flat', '--val-dir', 'extra'], "classes ['9'] are not in flat"),
+    (['nowhere'], 'nowhere: no such folder')])
+def test_fit_bad_input_exit_2(digit_dirs, capsys, monkeypatch, args, msg):
+    monkeypatch.chdir(digit_dirs)
+    assert cli.main(['fit'] + args) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_fit_names_an_unreadable_checkpoint(digit_dirs, capsys, monkeypatch, tmp_path):
+    from tl_course.train import CHECKPOINT
+    monkeypatch.chdir(digit_dirs)
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / CHECKPOINT).write_bytes(b'not a checkpoint')
+    assert cli.main(['fit', 'split', '--input-size', '32', '--out', str(tmp_path / 'run')]) == 2
+    assert 'checkpoint.npz: not a readable checkpoint' in capsys.readouterr().err

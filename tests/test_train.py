@@ -207,3 +207,32 @@ def test_resume_after_the_process_is_killed(tmp_path):
     k = state['epoch'] + 1
     assert all(run.history[c][:k] == state['history'][c] for c in state['history']), 'finished epochs were run again'
     assert json.loads((run_dir / 'metrics.json').read_text())['epochs'] == 8
+
+
+@pytest.mark.parametrize('classes', [2, 3])
+def test_the_exact_head_computes_the_probes_probabilities(classes):
+    from tl_course.features import fit_probe
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 12)).astype(np.float32) * rng.uniform(0.1, 5, 12) + rng.normal(size=12)
+    y = np.arange(60) % classes
+    x[:, 0] += 2 * y # something to learn
+    pipe = fit_probe(x, y)
+    kernel, bias = T.head_from_probe(pipe, classes)
+    z = x @ kernel + bias
+    p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(p, pipe.predict_proba(x), atol=1e-5)
+    with pytest.raises(ValueError, match='the probe knows'): T.head_from_probe(pipe, classes + 1)
+
+
+@pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])
+def test_mixed_precision_keeps_the_output_in_float32(policy):
+    train, val = digits(per_class=3)
+    run = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_fine=1, batch_size=9,
+                      mixed_precision=policy, cache=False, workers=1)
+    convs = [l for l in run.backbone.model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert convs and all(l.dtype_policy.name == policy for l in convs)
+    assert all(v.dtype == 'float32' for v in run.model.weights), 'variables stay in float32 under a mixed policy'
+    out = run.model.get_layer('classifier')
+    assert out.dtype_policy.name == 'float32' and run.model.output.dtype == 'float32'
+    assert keras.config.dtype_policy().name == 'float32', 'the global policy is restored'
+    assert np.isfinite(run.history['loss']).all() and 0 <= run.metrics['accuracy'] <= 1

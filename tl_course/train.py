@@ -7,10 +7,10 @@ the engines TensorFlow and JAX already have."""
 # %% auto #0
 __all__ = ['CHECKPOINT', 'set_trainable', 'Preprocess', 'classifier', 'WarmupCosine', 'SparseSmoothedCE', 'ImageBatches',
            'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'FineTuneRun', 'resolve_distribution',
-           'head_from_probe', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
+           'head_from_probe', 'set_seed', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
 
-# %% ../nbs/07_train.ipynb #7cc8e0ce
-import contextlib, json, math, os, time, zipfile
+# %% ../nbs/07_train.ipynb #0944163b
+import contextlib, json, math, os, random, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from .backbones import Backbone, get_backbone, preprocess_input
 from .data import augment, load_image, resize_short_side
 from .features import data_digest, evaluation_crop, extract_features, fit_probe, pipe_c
 
-# %% ../nbs/07_train.ipynb #bb48b7ad
+# %% ../nbs/07_train.ipynb #216740cd
 def set_trainable(model:keras.Model, # a backbone
                   unfreeze=None, # None: freeze all; 'cut': after `cut_layer`; a layer name: after it; a float: that top share of the layers; 'all'
                   cut_layer:str=None, # the registry's cut layer, for unfreeze='cut'
@@ -40,7 +40,7 @@ def set_trainable(model:keras.Model, # a backbone
         l.trainable = i >= start and (bn_training or not isinstance(l, keras.layers.BatchNormalization))
     return sum(l.trainable and bool(l.weights) for l in layers)
 
-# %% ../nbs/07_train.ipynb #d1df10ff
+# %% ../nbs/07_train.ipynb #34c5ddcf
 @keras.saving.register_keras_serializable('tl_course')
 class Preprocess(keras.layers.Layer):
     "A backbone's input scaling as a layer, so a saved model takes images in [0, 255]."
@@ -61,7 +61,7 @@ def classifier(backbone:Backbone, # built without its top, pooled
     out = keras.layers.Dense(n_classes, activation='softmax', dtype='float32', name='classifier')(x)
     return keras.Model(inp, out, name=f'{backbone.name}_classifier')
 
-# %% ../nbs/07_train.ipynb #4cbfade7
+# %% ../nbs/07_train.ipynb #948427ea
 @keras.saving.register_keras_serializable('tl_course')
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     "Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `floor` at `total_steps`."
@@ -86,7 +86,7 @@ class SparseSmoothedCE(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
     def get_config(self): return {**super().get_config(), 'label_smoothing': self.label_smoothing}
 
-# %% ../nbs/07_train.ipynb #b3187109
+# %% ../nbs/07_train.ipynb #9ae6e628
 def _load(item) -> np.ndarray:
     return load_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
 
@@ -135,7 +135,7 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
-# %% ../nbs/07_train.ipynb #32c04d68
+# %% ../nbs/07_train.ipynb #814da9c4
 CHECKPOINT = 'checkpoint.npz'
 
 def _write_atomic(path:Path, write):
@@ -175,7 +175,7 @@ def restore_checkpoint(model:keras.Model, optimizer, state:dict, arrays:list):
         raise ValueError('the checkpoint was written by a different model or optimizer; start a new run directory')
     for v, a in zip(vs, arrays): v.assign(a)
 
-# %% ../nbs/07_train.ipynb #70c54f6f
+# %% ../nbs/07_train.ipynb #db9b2cff
 class _EpochEnd(keras.callbacks.Callback):
     "Records each finished epoch in the run's history, then writes the checkpoint and the CSV history."
     def __init__(self, run, phase):
@@ -194,6 +194,7 @@ class FineTuneRun:
     run_dir:Path = None
     settings:dict = field(default_factory=dict)
     resumed_from:int = None # the epoch a resumed run started after (None: a fresh run)
+    on_epoch:object = None # called with each new history row
 
     def _epoch_done(self, optimizer, phase, epoch, logs):
         lr = float('nan') if optimizer is None else float(keras.ops.convert_to_numpy(optimizer.learning_rate)) # nan: fitted exactly
@@ -201,6 +202,7 @@ class FineTuneRun:
                'seconds': round(time.time() - self._t0, 2)}
         for k, v in row.items(): self.history.setdefault(k, []).append(v)
         if self.run_dir is not None: self._save(optimizer, phase, epoch)
+        if self.on_epoch is not None: self.on_epoch(row)
 
     def _save(self, optimizer, phase, epoch, finished=False):
         state = {'settings': self.settings, 'phase': phase, 'epoch': epoch, 'history': self.history, 'finished': finished}
@@ -234,7 +236,7 @@ class FineTuneRun:
                        self.history['epoch'][-1] if self.history else -1, finished=True)
         return self
 
-# %% ../nbs/07_train.ipynb #5e92b1ea
+# %% ../nbs/07_train.ipynb #236d6b5d
 @contextlib.contextmanager
 def _building(mixed_precision, distribution):
     "Layers made inside take the dtype policy and are placed by the distribution (a tf.distribute strategy or a Keras distribution)."
@@ -263,7 +265,7 @@ def resolve_distribution(distribution):
         return keras.distribution.DataParallel()
     raise ValueError(f"Expected distribution to be None, 'mirrored', 'multiworker' or 'data_parallel'. Received: {distribution!r}")
 
-# %% ../nbs/07_train.ipynb #b9a0c18f
+# %% ../nbs/07_train.ipynb #eba766e8
 def head_from_probe(pipeline, # a fitted `fit_probe` pipeline without selection: standardise, logistic regression
                     n_classes:int) -> tuple:
     "(kernel (D, n_classes), bias) of the dense softmax layer that computes the same probabilities as `pipeline`."
@@ -289,6 +291,21 @@ def _probe_head(run, x, y, vdata, seed):
     run.head_C = pipe_c(pipe)
     run._epoch_done(None, 1, 0, logs)
 
+def set_seed(seed:int):
+    "`keras.utils.set_random_seed`, without its import of TensorFlow on the other backends (it seeds TensorFlow whenever installed)."
+    if keras.backend.backend() == 'tensorflow': return keras.utils.set_random_seed(seed)
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    except ImportError: return keras.utils.set_random_seed(seed) # another Keras layout: seed as Keras does
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed); np.random.seed(seed)
+    if keras.backend.backend() == 'torch':
+        import torch
+        torch.manual_seed(seed)
+
 def _settings(bb, train, val, n_classes, **kw) -> dict:
     return {'backbone': bb.name, 'input_size': bb.input_size, 'n_classes': n_classes, 'n_train': len(train[1]),
             'train': data_digest(train[0]), 'train_labels': data_digest(np.asarray(train[1], np.int64)),
@@ -306,6 +323,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               unfreeze='cut', # see `set_trainable`
               bn_training:bool=False, # let BatchNorm train in phase 2 (it usually hurts: the lesson measures it)
               dropout:float=0.2, # before the new dense layer
+              stochastic_depth:bool=True, # phase 2: keep the backbone's own dropout layers (Lite0: dropped residual branches)
               label_smoothing:float=0.1,
               weight_decay:float=1e-2, # AdamW's decoupled weight decay (multiplied by the learning rate)
               batch_size:int=32, # global batch size (split across devices)
@@ -316,6 +334,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               run_dir=None, # checkpoint each epoch, history.csv, model.keras, metrics.json; resumes an unfinished run
               patience:int=None, # phase 2: stop when val accuracy has not improved for this many epochs (best weights kept)
               callbacks:list=(), # more Keras callbacks, for both phases (phase 1's model is the head alone)
+              on_epoch=None, # called with each history row (a dict) as an epoch ends, e.g. to print progress
               cache=True, # phase 1 features: see `extract_features`
               workers:int=4, # threads decoding and augmenting images
               seed:int=0,
@@ -324,7 +343,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
     "Two-phase fine-tuning: a new head on the frozen base, then the top of the base unfrozen at a lower learning rate."
     t0 = time.time()
     if train is None: raise ValueError('Pass train=(images, labels)')
-    keras.utils.set_random_seed(seed)
+    set_seed(seed)
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     ytr = np.asarray(train[1], np.int64)
     n_classes = len(classes) if classes is not None else int(ytr.max()) + 1
@@ -332,7 +351,8 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
     if ytr.min() < 0 or ytr.max() >= n_classes: raise ValueError(f'labels must lie in 0..{n_classes - 1}; found {ytr.min()}..{ytr.max()}')
     settings = _settings(bb, train, val, n_classes, epochs_head=epochs_head, epochs_fine=epochs_fine, head_lr=head_lr,
                          fine_lr=fine_lr, warmup=warmup, unfreeze=unfreeze, bn_training=bn_training, dropout=dropout,
-                         label_smoothing=label_smoothing, weight_decay=weight_decay, batch_size=batch_size, augment=augment,
+                         stochastic_depth=stochastic_depth, label_smoothing=label_smoothing, weight_decay=weight_decay,
+                         batch_size=batch_size, augment=augment,
                          mixed_precision=mixed_precision, seed=seed)
     state = arrays = None
     if run_dir is not None:
@@ -348,7 +368,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
         base = _rebuilt(bb) if (mixed_precision or dist is not None) else bb
         model = classifier(base, n_classes, dropout)
     run = FineTuneRun(model, base, classes, dict(state['history']) if state else {}, {}, run_dir, settings,
-                      state['epoch'] if state else None)
+                      state['epoch'] if state else None, on_epoch)
     run._t0 = t0 - (run.history['seconds'][-1] if run.history.get('seconds') else 0)
     loss = lambda: SparseSmoothedCE(label_smoothing)
     xval, yval = (None, None) if val is None else (val[0], np.asarray(val[1], np.int64))
@@ -381,6 +401,9 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
     # phase 2: unfreeze after the cut, BatchNorm kept in inference mode; a lower learning rate, warm-up then cosine
     if epochs_fine > 0:
         set_trainable(base.model, unfreeze, base.cut_layer, bn_training)
+        if not stochastic_depth:
+            for l in base.model.layers:
+                if isinstance(l, keras.layers.Dropout): l.rate = 0.0
         tb = ImageBatches(train[0], ytr, base.input_size, batch_size, training=True, augment=augment, seed=seed,
                           workers=workers)
         vb = None if val is None else ImageBatches(xval, yval, base.input_size, batch_size, workers=workers)
@@ -401,7 +424,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
                       verbose=verbose)
     return run._finish(xval, yval, batch_size, workers, t0)
 
-# %% ../nbs/07_train.ipynb #cfebb0d0
+# %% ../nbs/07_train.ipynb #1bb08b9d
 def plot_history(history:dict, # `FineTuneRun.history`
                 ):
     "Loss and accuracy per epoch, training and validation, with the start of phase 2 marked."
@@ -416,7 +439,7 @@ def plot_history(history:dict, # `FineTuneRun.history`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_train.ipynb #99498746
+# %% ../nbs/07_train.ipynb #fe14c06d
 def lr_find(model:keras.Model, # the model, with the layers to train set trainable
             data, # a keras.utils.PyDataset (or any indexable) of (x, y) batches
             loss=None, # default: `SparseSmoothedCE(0.1)`

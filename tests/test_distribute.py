@@ -1,0 +1,79 @@
+"Several devices through the engines TensorFlow and JAX already have, each against one device in the same process: MirroredStrategy on 2 logical CPUs, JAX DataParallel on 2 host devices, MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1."
+import json, os, socket, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import keras
+
+TESTS = str(Path(__file__).parent)
+# the same small run with and without the distribution: no dropout (nor stochastic depth), no augmentation, and one batch per epoch (each
+# device takes half of it), so the order in which batches are read cannot matter; what is left is the order of
+# floating-point sums across devices
+RUN = textwrap.dedent('''
+    import json, sys, tempfile
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_train import digits, SIZE
+    import tl_course.train as T
+    from tl_course.backbones import get_backbone
+    train, val = digits(per_class=4)
+    def run(dist):
+        r = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_fine=2, batch_size=12,
+                        dropout=0.0, stochastic_depth=False, augment=False, cache=False, workers=1, distribution=dist,
+                        run_dir=tempfile.mkdtemp()) # checkpoints and the saved model too
+        x = T.ImageBatches(val[0], val[1], SIZE, 12)[0][0]
+        return {{'loss': r.history['loss'], 'val_accuracy': r.history['val_accuracy'],
+                 'probs': np.asarray(r.model.predict(x, verbose=0)).tolist()}}
+''')
+TOL = dict(rtol=1e-4, atol=1e-5) # stated tolerance: float32 sums in another order, two epochs
+
+
+def compare(one, many):
+    np.testing.assert_allclose(many['loss'], one['loss'], **TOL)
+    np.testing.assert_allclose(many['probs'], one['probs'], **TOL)
+    assert many['val_accuracy'] == one['val_accuracy']
+
+
+def python(code, env=None, timeout=900):
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **(env or {})})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.tf_only
+def test_mirrored_on_two_logical_cpus_matches_one_device():
+    code = textwrap.dedent('''
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices('CPU')[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    ''') + RUN.format(tests=TESTS) + textwrap.dedent('''
+        s = T.resolve_distribution('mirrored')
+        print(json.dumps({'replicas': s.num_replicas_in_sync, 'one': run(None), 'many': run(s)}))
+    ''')
+    out = python(code, env={'KERAS_BACKEND': 'tensorflow'})
+    assert out['replicas'] == 2
+    compare(out['one'], out['many'])
+
+
+@pytest.mark.skipif(keras.backend.backend() == 'jax', reason='runs in a JAX subprocess of its own: once per CI run is enough')
+def test_jax_data_parallel_on_two_host_devices_matches_one_device():
+    # as on the GPU machines: no TensorFlow at all (Keras itself imports it where installed, to look for tf.data
+    # objects and to seed it; those are its own optional imports, and they must stay optional)
+    code = "import sys; sys.modules['tensorflow'] = None\n" + RUN.format(tests=TESTS) + textwrap.dedent('''
+        import jax
+        d = T.resolve_distribution('data_parallel')
+        print(json.dumps({'devices': len(jax.devices()), 'mesh': list(d.device_mesh.shape), 'one': run(None), 'many': run(d)}))
+    ''')
+    out = python(code, env={'KERAS_BACKEND': 'jax', 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
+    assert out['devices'] == 2 and out['mesh'] == [2]
+    compare(out['one'], out['many'])
+
+
+def test_distribution_names_are_checked():
+    import tl_course.train as T
+    assert T.resolve_distribution(None) is None
+    with pytest.raises(ValueError, match="Expected distribution to be None, 'mirrored'"): T.resolve_distribution('tpu')
+    wrong = 'data_parallel' if keras.backend.backend() == 'tensorflow' else 'mirrored'
+    with pytest.raises(ValueError, match='needs the (JAX|TensorFlow) backend'): T.resolve_distribution(wrong)
