@@ -85,6 +85,7 @@ def test_offline_keras_backbone_exit_1(photo_dir, capsys, monkeypatch, tmp_path,
     assert err.count('\n') == 1 and 'r.h5' in err and str(tmp_path) in err
 
 
+@pytest.mark.slow_on_jax
 def test_demo_writes_figure_json_and_table(tmp_path, capsys):
     assert cli.main(['demo', '--out', str(tmp_path / 'run')]) == 0
     out = capsys.readouterr().out
@@ -167,6 +168,7 @@ def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.mark.slow_on_jax
 def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path):
     env = {**os.environ, 'TL_COURSE_CACHE': str(tmp_path / 'cache')}
     args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--out', str(tmp_path / 'run'), '--json')

@@ -181,6 +181,7 @@ KILLED_RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow_on_jax
 def test_resume_after_the_process_is_killed(tmp_path):
     run_dir = tmp_path / 'run'
     code = KILLED_RUN.format(tests=str(Path(__file__).parent), run_dir=str(run_dir))
@@ -224,6 +225,7 @@ def test_the_exact_head_computes_the_probes_probabilities(classes):
     with pytest.raises(ValueError, match='the probe knows'): T.head_from_probe(pipe, classes + 1)
 
 
+@pytest.mark.slow_on_jax
 @pytest.mark.parametrize('policy', ['mixed_float16', 'mixed_bfloat16'])
 def test_mixed_precision_keeps_the_output_in_float32(policy):
     train, val = digits(per_class=3)

