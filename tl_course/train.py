@@ -9,7 +9,7 @@ __all__ = ['CHECKPOINT', 'set_trainable', 'Preprocess', 'classifier', 'WarmupCos
            'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'FineTuneRun', 'resolve_distribution',
            'head_from_probe', 'set_seed', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
 
-# %% ../nbs/07_train.ipynb #0944163b
+# %% ../nbs/07_train.ipynb #73f43ef3
 import contextlib, json, math, os, random, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from .backbones import Backbone, get_backbone, preprocess_input
 from .data import augment, load_image, resize_short_side
 from .features import data_digest, evaluation_crop, extract_features, fit_probe, pipe_c
 
-# %% ../nbs/07_train.ipynb #216740cd
+# %% ../nbs/07_train.ipynb #5ecb8a2e
 def set_trainable(model:keras.Model, # a backbone
                   unfreeze=None, # None: freeze all; 'cut': after `cut_layer`; a layer name: after it; a float: that top share of the layers; 'all'
                   cut_layer:str=None, # the registry's cut layer, for unfreeze='cut'
@@ -40,7 +40,7 @@ def set_trainable(model:keras.Model, # a backbone
         l.trainable = i >= start and (bn_training or not isinstance(l, keras.layers.BatchNormalization))
     return sum(l.trainable and bool(l.weights) for l in layers)
 
-# %% ../nbs/07_train.ipynb #34c5ddcf
+# %% ../nbs/07_train.ipynb #d20ad48e
 @keras.saving.register_keras_serializable('tl_course')
 class Preprocess(keras.layers.Layer):
     "A backbone's input scaling as a layer, so a saved model takes images in [0, 255]."
@@ -61,7 +61,7 @@ def classifier(backbone:Backbone, # built without its top, pooled
     out = keras.layers.Dense(n_classes, activation='softmax', dtype='float32', name='classifier')(x)
     return keras.Model(inp, out, name=f'{backbone.name}_classifier')
 
-# %% ../nbs/07_train.ipynb #948427ea
+# %% ../nbs/07_train.ipynb #4c4d15d7
 @keras.saving.register_keras_serializable('tl_course')
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     "Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `floor` at `total_steps`."
@@ -86,7 +86,7 @@ class SparseSmoothedCE(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
     def get_config(self): return {**super().get_config(), 'label_smoothing': self.label_smoothing}
 
-# %% ../nbs/07_train.ipynb #9ae6e628
+# %% ../nbs/07_train.ipynb #83174d0d
 def _load(item) -> np.ndarray:
     return load_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
 
@@ -135,7 +135,7 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
-# %% ../nbs/07_train.ipynb #814da9c4
+# %% ../nbs/07_train.ipynb #c4e9a7a6
 CHECKPOINT = 'checkpoint.npz'
 
 def _write_atomic(path:Path, write):
@@ -175,7 +175,7 @@ def restore_checkpoint(model:keras.Model, optimizer, state:dict, arrays:list):
         raise ValueError('the checkpoint was written by a different model or optimizer; start a new run directory')
     for v, a in zip(vs, arrays): v.assign(a)
 
-# %% ../nbs/07_train.ipynb #db9b2cff
+# %% ../nbs/07_train.ipynb #9b973cc9
 class _EpochEnd(keras.callbacks.Callback):
     "Records each finished epoch in the run's history, then writes the checkpoint and the CSV history."
     def __init__(self, run, phase):
@@ -236,7 +236,7 @@ class FineTuneRun:
                        self.history['epoch'][-1] if self.history else -1, finished=True)
         return self
 
-# %% ../nbs/07_train.ipynb #236d6b5d
+# %% ../nbs/07_train.ipynb #f4f4d9d0
 @contextlib.contextmanager
 def _building(mixed_precision, distribution):
     "Layers made inside take the dtype policy and are placed by the distribution (a tf.distribute strategy or a Keras distribution)."
@@ -265,7 +265,7 @@ def resolve_distribution(distribution):
         return keras.distribution.DataParallel()
     raise ValueError(f"Expected distribution to be None, 'mirrored', 'multiworker' or 'data_parallel'. Received: {distribution!r}")
 
-# %% ../nbs/07_train.ipynb #eba766e8
+# %% ../nbs/07_train.ipynb #4fbd68d8
 def head_from_probe(pipeline, # a fitted `fit_probe` pipeline without selection: standardise, logistic regression
                     n_classes:int) -> tuple:
     "(kernel (D, n_classes), bias) of the dense softmax layer that computes the same probabilities as `pipeline`."
@@ -318,7 +318,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               epochs_head:int=None, # phase 1: None fits the head exactly (lesson 06's probe, C by CV); N: N epochs of AdamW
               epochs_fine:int=4, # phase 2: the layers after the cut trained too, on augmented images
               head_lr:float=1e-3, # phase 1 learning rate, when trained by AdamW (`epochs_head` given)
-              fine_lr:float=1e-4, # phase 2 peak learning rate, reached after the warm-up, then cosine decay to 0
+              fine_lr:float=1e-5, # phase 2 peak learning rate (after the warm-up, then cosine decay to 0); 1e-4 harms small sets
               warmup:float=0.25, # share of phase 2's steps spent warming up
               unfreeze='cut', # see `set_trainable`
               bn_training:bool=False, # let BatchNorm train in phase 2 (it usually hurts: the lesson measures it)
@@ -424,7 +424,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
                       verbose=verbose)
     return run._finish(xval, yval, batch_size, workers, t0)
 
-# %% ../nbs/07_train.ipynb #1bb08b9d
+# %% ../nbs/07_train.ipynb #4b078f45
 def plot_history(history:dict, # `FineTuneRun.history`
                 ):
     "Loss and accuracy per epoch, training and validation, with the start of phase 2 marked."
@@ -439,7 +439,7 @@ def plot_history(history:dict, # `FineTuneRun.history`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_train.ipynb #fe14c06d
+# %% ../nbs/07_train.ipynb #7716b4b1
 def lr_find(model:keras.Model, # the model, with the layers to train set trainable
             data, # a keras.utils.PyDataset (or any indexable) of (x, y) batches
             loss=None, # default: `SparseSmoothedCE(0.1)`
