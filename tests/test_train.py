@@ -238,3 +238,19 @@ def test_mixed_precision_keeps_the_output_in_float32(policy):
     assert out.dtype_policy.name == 'float32' and run.model.output.dtype == 'float32'
     assert keras.config.dtype_policy().name == 'float32', 'the global policy is restored'
     assert np.isfinite(run.history['loss']).all() and 0 <= run.metrics['accuracy'] <= 1
+
+
+def test_lr_find_sweeps_and_restores_the_weights():
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    model = T.classifier(bb, 3)
+    T.set_trainable(bb.model, 'cut', bb.cut_layer)
+    (x, y), _ = digits(per_class=4)
+    before = snapshot(model)
+    r = T.lr_find(model, T.ImageBatches(x, y, SIZE, 6, training=True), start=1e-6, end=10.0, steps=12, diverge=1e9)
+    assert len(r['lr']) == len(r['loss']) == len(r['smoothed_loss']) == 12
+    np.testing.assert_allclose([r['lr'][0], r['lr'][-1]], [1e-6, 10.0], rtol=1e-6)
+    assert all(a < b for a, b in zip(r['lr'], r['lr'][1:])) and r['suggestion'] in [lr / 10 for lr in r['lr']]
+    after = snapshot(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before), 'lr_find must leave the weights as they were'
+    assert max(r['loss']) > 2 * min(r['loss']), 'a learning rate of 10 should blow the loss up'
+    assert T.plot_lr_find(r).axes[0].get_xscale() == 'log'
