@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_VAL_SPLIT', 'CliError', 'predict', 'inspect_folder', 'probe', 'fit', 'transfer_demo', 'demo', 'main']
 
 # %% ../nbs/10_cli.ipynb #cd3adef6
-import argparse, contextlib, json, os, sys
+import argparse, contextlib, json, math, os, sys
 from pathlib import Path
 
 # %% ../nbs/10_cli.ipynb #e86737e7
@@ -141,7 +141,7 @@ def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='ef
 
 def _epoch_line(row):
     val = f", val accuracy {row['val_accuracy']:.1%}" if 'val_accuracy' in row else ''
-    what = 'head fitted exactly' if row['phase'] == 1 and row['lr'] != row['lr'] else f"phase {row['phase']}, lr {row['lr']:.2g}"
+    what = 'head fitted exactly' if row['phase'] == 1 and math.isnan(row['lr']) else f"phase {row['phase']}, lr {row['lr']:.2g}"
     print(f"  epoch {row['epoch'] + 1} ({what}): loss {row['loss']:.3f}, accuracy {row['accuracy']:.1%}{val}, {row['seconds']:.0f} s",
           file=sys.stderr, flush=True)
 

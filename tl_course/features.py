@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['FEATURES_FORMAT', 'CS', 'weights_digest', 'architecture_digest', 'data_digest', 'features_cache_dir', 'feature_key',
-           'cache_path', 'evaluation_crop', 'with_pooled_layers', 'extract_features', 'signed_power', 'probe_pipeline',
-           'fit_probe', 'pipe_c', 'cv_accuracy', 'Probe', 'eval_split', 'linear_probe']
+           'cache_path', 'write_atomic', 'evaluation_crop', 'as_image', 'with_pooled_layers', 'extract_features',
+           'signed_power', 'probe_pipeline', 'fit_probe', 'pipe_c', 'cv_accuracy', 'Probe', 'eval_split',
+           'linear_probe']
 
 # %% ../nbs/06_features.ipynb #60aea11c
 import hashlib, inspect, json, os, sys, tempfile, time, weakref
@@ -87,10 +88,20 @@ def _pid_alive(pid):
     except PermissionError: return True
     return True
 
+def write_atomic(path:Path, # the file to write
+                 write, # called with a temporary path beside `path` (same suffix) that it must fill
+                ):
+    "Write `path` through a temporary file renamed over it: complete or absent, never half-written."
+    path = Path(path)
+    tmp = path.with_name(f'{path.stem}.part-{os.getpid()}{path.suffix}')
+    try: write(tmp); os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
 def _remove_stale_parts(folder):
     "Delete `*.part-<pid>` files left by processes that no longer run (killed mid-write)."
     for p in Path(folder).glob('*.part-*'):
-        pid = p.name.rsplit('.part-', 1)[1]
+        pid = p.name.rsplit('.part-', 1)[1].split('.')[0] # x.npy.part-<pid> or x.part-<pid>.json
         if pid.isdigit() and not _pid_alive(int(pid)): p.unlink(missing_ok=True)
 
 def _read_cached(path, shape):
@@ -105,8 +116,12 @@ def evaluation_crop(img:np.ndarray, # (H, W, 3) uint8 image
     "The centre crop a network sees at evaluation; an image smaller than the input is upscaled whole (a crop would cut away real pixels)."
     return resize_center_crop(img, size, 1.0 if min(img.shape[:2]) < size else crop_fraction)
 
+def as_image(item) -> np.ndarray:
+    "An image path decoded (`load_image`), or an (H, W, 3) uint8 array as it is."
+    return load_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
+
 def _prepare(item, size, crop_fraction):
-    return evaluation_crop(load_image(item) if isinstance(item, (str, os.PathLike)) else item, size, crop_fraction)
+    return evaluation_crop(as_image(item), size, crop_fraction)
 
 def _progress_line(label, done, total, t0):
     rate = done / max(time.time() - t0, 1e-9)
@@ -354,10 +369,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
     # from the folds' average, and lands on slightly different weights)
     cols, p = choices[best]
     pipe = fit_probe(xtr[:, cols], ytr, **{**fit_kw, 'power': p, 'Cs': (C,)})
-    if memo and not reuse:
-        tmp = memo.with_name(f'{memo.name}.part-{os.getpid()}')
-        tmp.write_text(json.dumps({'best': best, 'C': C, 'cv': cv}))
-        os.replace(tmp, memo)
+    if memo and not reuse: write_atomic(memo, lambda p: p.write_text(json.dumps({'best': best, 'C': C, 'cv': cv})))
     y, pred = folder.labels(split), pipe.predict(xval[:, cols])
     metrics = {'accuracy': float((pred == y).mean()), 'n_train': len(xtr), 'n_val': len(xval), 'eval_split': split,
                'classes': list(folder.classes), 'backbone': bb.name, 'input_size': bb.input_size, 'flip': flip,

@@ -9,17 +9,17 @@ __all__ = ['CHECKPOINT', 'set_trainable', 'Preprocess', 'classifier', 'WarmupCos
            'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'FineTuneRun', 'resolve_distribution',
            'head_from_probe', 'set_seed', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
 
-# %% ../nbs/07_train.ipynb #73f43ef3
+# %% ../nbs/07_train.ipynb #859c3f9b
 import contextlib, json, math, os, random, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import keras
 from .backbones import Backbone, get_backbone, preprocess_input
-from .data import augment, load_image, resize_short_side
-from .features import data_digest, evaluation_crop, extract_features, fit_probe, pipe_c
+from .data import augment, resize_short_side
+from .features import as_image, data_digest, evaluation_crop, extract_features, fit_probe, pipe_c, write_atomic
 
-# %% ../nbs/07_train.ipynb #5ecb8a2e
+# %% ../nbs/07_train.ipynb #8db61817
 def set_trainable(model:keras.Model, # a backbone
                   unfreeze=None, # None: freeze all; 'cut': after `cut_layer`; a layer name: after it; a float: that top share of the layers; 'all'
                   cut_layer:str=None, # the registry's cut layer, for unfreeze='cut'
@@ -40,7 +40,7 @@ def set_trainable(model:keras.Model, # a backbone
         l.trainable = i >= start and (bn_training or not isinstance(l, keras.layers.BatchNormalization))
     return sum(l.trainable and bool(l.weights) for l in layers)
 
-# %% ../nbs/07_train.ipynb #d20ad48e
+# %% ../nbs/07_train.ipynb #bad57391
 @keras.saving.register_keras_serializable('tl_course')
 class Preprocess(keras.layers.Layer):
     "A backbone's input scaling as a layer, so a saved model takes images in [0, 255]."
@@ -61,7 +61,7 @@ def classifier(backbone:Backbone, # built without its top, pooled
     out = keras.layers.Dense(n_classes, activation='softmax', dtype='float32', name='classifier')(x)
     return keras.Model(inp, out, name=f'{backbone.name}_classifier')
 
-# %% ../nbs/07_train.ipynb #4c4d15d7
+# %% ../nbs/07_train.ipynb #92f7f4a5
 @keras.saving.register_keras_serializable('tl_course')
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     "Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `floor` at `total_steps`."
@@ -86,10 +86,7 @@ class SparseSmoothedCE(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
     def get_config(self): return {**super().get_config(), 'label_smoothing': self.label_smoothing}
 
-# %% ../nbs/07_train.ipynb #83174d0d
-def _load(item) -> np.ndarray:
-    return load_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
-
+# %% ../nbs/07_train.ipynb #65b22f18
 class ImageBatches(keras.utils.PyDataset):
     "(images, labels) batches from image files or an (N, H, W, 3) uint8 array; each image decoded once and kept (within a memory budget); augmented per epoch when training."
     def __init__(self, images, # image paths, or an (N, H, W, 3) uint8 array
@@ -118,7 +115,7 @@ class ImageBatches(keras.utils.PyDataset):
     def __len__(self): return -(-len(self.labels) // self.batch_size)
     def _base(self, j):
         if j in self.cache: return self.cache[j]
-        img = _load(self.images[j])
+        img = as_image(self.images[j])
         if self.augment: # random crops are cut from the image resized to the crop's base (never enlarged here)
             short = round(self.size / self.crop_fraction)
             base = resize_short_side(img, short) if min(img.shape[:2]) > short else img
@@ -135,15 +132,8 @@ class ImageBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
 
-# %% ../nbs/07_train.ipynb #c4e9a7a6
+# %% ../nbs/07_train.ipynb #60415583
 CHECKPOINT = 'checkpoint.npz'
-
-def _write_atomic(path:Path, write):
-    "Call `write(tmp)` on a temporary name beside `path`, then rename it over `path`: complete or absent."
-    tmp = path.with_name(f'{path.stem}.part-{os.getpid()}{path.suffix}')
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 def _variables(model, optimizer):
     if optimizer is not None and not optimizer.built: optimizer.build(model.trainable_variables)
@@ -157,7 +147,7 @@ def save_checkpoint(path, model:keras.Model, optimizer, state:dict):
     arrays = {f'v{i}': keras.ops.convert_to_numpy(v) for i, v in enumerate(vs)}
     def write(tmp):
         with open(tmp, 'wb') as f: np.savez(f, state=np.array(json.dumps(state)), **arrays)
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 def read_checkpoint(path) -> tuple:
     "(state, arrays) of a checkpoint; never unpickles."
@@ -175,7 +165,7 @@ def restore_checkpoint(model:keras.Model, optimizer, state:dict, arrays:list):
         raise ValueError('the checkpoint was written by a different model or optimizer; start a new run directory')
     for v, a in zip(vs, arrays): v.assign(a)
 
-# %% ../nbs/07_train.ipynb #9b973cc9
+# %% ../nbs/07_train.ipynb #971f6075
 class _EpochEnd(keras.callbacks.Callback):
     "Records each finished epoch in the run's history, then writes the checkpoint and the CSV history."
     def __init__(self, run, phase):
@@ -207,18 +197,18 @@ class FineTuneRun:
     def _save(self, optimizer, phase, epoch, finished=False):
         state = {'settings': self.settings, 'phase': phase, 'epoch': epoch, 'history': self.history, 'finished': finished}
         save_checkpoint(self.run_dir / CHECKPOINT, self.model, optimizer, state)
-        _write_atomic(self.run_dir / 'history.json', lambda p: p.write_text(json.dumps(self.history)))
+        write_atomic(self.run_dir / 'history.json', lambda p: p.write_text(json.dumps(self.history)))
         cols = list(self.history)
         lines = [','.join(cols)] + [','.join(str(self.history[c][i]) for c in cols) for i in range(len(self.history['epoch']))]
-        _write_atomic(self.run_dir / 'history.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
+        write_atomic(self.run_dir / 'history.csv', lambda p: p.write_text('\n'.join(lines) + '\n'))
 
-    def _finish(self, xval, yval, batch_size, workers, t0, save=True):
+    def _finish(self, xval, yval, batch_size, workers, t0, save=True, vb=None):
         m = {'backbone': self.backbone.name, 'input_size': self.backbone.input_size, 'classes': self.classes,
              'n_train': self.settings['n_train'], 'n_val': self.settings['n_val'],
              'epochs': len(self.history.get('epoch', [])), 'resumed_from': self.resumed_from,
              'head_C': getattr(self, 'head_C', None)}
         if xval is not None:
-            vb = ImageBatches(xval, yval, self.backbone.input_size, batch_size, workers=workers)
+            if vb is None: vb = ImageBatches(xval, yval, self.backbone.input_size, batch_size, workers=workers)
             pred = np.asarray(self.model.predict(vb, verbose=0)).argmax(1)
             m['accuracy'] = float((pred == yval).mean())
             m['per_class_accuracy'] = {c: float((pred[yval == i] == i).mean()) for i, c in enumerate(self.classes) if (yval == i).any()}
@@ -229,14 +219,14 @@ class FineTuneRun:
         self.metrics = m
         if self.run_dir is not None and save:
             d = self.run_dir
-            _write_atomic(d / 'model.keras', lambda p: self.model.save(p))
-            _write_atomic(d / 'metrics.json', lambda p: p.write_text(json.dumps(m, indent=1)))
-            if self.history: _write_atomic(d / 'learning_curves.png', lambda p: plot_history(self.history).savefig(p, dpi=80))
+            write_atomic(d / 'model.keras', lambda p: self.model.save(p))
+            write_atomic(d / 'metrics.json', lambda p: p.write_text(json.dumps(m, indent=1)))
+            if self.history: write_atomic(d / 'learning_curves.png', lambda p: plot_history(self.history).savefig(p, dpi=80))
             self._save(None, self.history['phase'][-1] if self.history else 2,
                        self.history['epoch'][-1] if self.history else -1, finished=True)
         return self
 
-# %% ../nbs/07_train.ipynb #f4f4d9d0
+# %% ../nbs/07_train.ipynb #545d29ab
 @contextlib.contextmanager
 def _building(mixed_precision, distribution):
     "Layers made inside take the dtype policy and are placed by the distribution (a tf.distribute strategy or a Keras distribution)."
@@ -265,7 +255,7 @@ def resolve_distribution(distribution):
         return keras.distribution.DataParallel()
     raise ValueError(f"Expected distribution to be None, 'mirrored', 'multiworker' or 'data_parallel'. Received: {distribution!r}")
 
-# %% ../nbs/07_train.ipynb #4fbd68d8
+# %% ../nbs/07_train.ipynb #eb87d121
 def head_from_probe(pipeline, # a fitted `fit_probe` pipeline without selection: standardise, logistic regression
                     n_classes:int) -> tuple:
     "(kernel (D, n_classes), bias) of the dense softmax layer that computes the same probabilities as `pipeline`."
@@ -398,6 +388,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
                  callbacks=[_EpochEnd(run, 1), *callbacks], verbose=verbose)
     if done_epochs < head_epochs: state = None # phase 2 starts from the weights in memory
 
+    vb = None
     # phase 2: unfreeze after the cut, BatchNorm kept in inference mode; a lower learning rate, warm-up then cosine
     if epochs_fine > 0:
         set_trainable(base.model, unfreeze, base.cut_layer, bn_training)
@@ -422,9 +413,9 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
         with _building(None, dist):
             model.fit(tb, epochs=head_epochs + epochs_fine, initial_epoch=start, validation_data=vb, callbacks=cbs,
                       verbose=verbose)
-    return run._finish(xval, yval, batch_size, workers, t0)
+    return run._finish(xval, yval, batch_size, workers, t0, vb=vb) # phase 2's val images: decoded once
 
-# %% ../nbs/07_train.ipynb #4b078f45
+# %% ../nbs/07_train.ipynb #21e3a922
 def plot_history(history:dict, # `FineTuneRun.history`
                 ):
     "Loss and accuracy per epoch, training and validation, with the start of phase 2 marked."
@@ -439,7 +430,7 @@ def plot_history(history:dict, # `FineTuneRun.history`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/07_train.ipynb #7716b4b1
+# %% ../nbs/07_train.ipynb #5a4a71b9
 def lr_find(model:keras.Model, # the model, with the layers to train set trainable
             data, # a keras.utils.PyDataset (or any indexable) of (x, y) batches
             loss=None, # default: `SparseSmoothedCE(0.1)`
