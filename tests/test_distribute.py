@@ -18,10 +18,10 @@ RUN = textwrap.dedent('''
     import tl_course.train as T
     from tl_course.backbones import get_backbone
     train, val = digits(per_class=4)
-    def run(dist):
+    def run(dist, run_dir=None):
         r = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_fine=2, batch_size=12,
                         dropout=0.0, stochastic_depth=False, augment=False, cache=False, workers=1, distribution=dist,
-                        run_dir=tempfile.mkdtemp()) # checkpoints and the saved model too
+                        run_dir=run_dir or tempfile.mkdtemp()) # checkpoints and the saved model too
         x = T.ImageBatches(val[0], val[1], SIZE, 12)[0][0]
         return {{'loss': r.history['loss'], 'val_accuracy': r.history['val_accuracy'],
                  'probs': np.asarray(r.model.predict(x, verbose=0)).tolist()}}
@@ -69,6 +69,55 @@ def test_jax_data_parallel_on_two_host_devices_matches_one_device():
     out = python(code, env={'KERAS_BACKEND': 'jax', 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})
     assert out['devices'] == 2 and out['mesh'] == [2]
     compare(out['one'], out['many'])
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks: s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks: s.close()
+    return ports
+
+
+@pytest.mark.tf_only
+def test_multi_worker_on_two_processes_matches_one_device(tmp_path):
+    # two worker processes on 127.0.0.1, each with one CPU device, told of each other by TF_CONFIG; the strategy is
+    # made first thing in each program, as tf.distribute requires. Each worker is given its own run directory: the
+    # chief (worker 0) writes its files, the other trains alongside and writes nothing.
+    code = textwrap.dedent('''
+        import json, os
+        import tensorflow as tf
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    ''') + RUN.format(tests=TESTS) + textwrap.dedent('''
+        task = json.loads(os.environ['TF_CONFIG'])['task']['index']
+        out = {'task': task, 'replicas': strategy.num_replicas_in_sync, 'chief': T.is_chief(strategy),
+               'many': run(strategy, os.environ['RUN_DIR'])}
+        if task == 0: out['one'] = run(None)
+        print(json.dumps(out))
+    ''')
+    hosts = [f'127.0.0.1:{p}' for p in free_ports(2)]
+    procs = []
+    for i in range(2):
+        cfg = json.dumps({'cluster': {'worker': hosts}, 'task': {'type': 'worker', 'index': i}})
+        env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'KERAS_BACKEND': 'tensorflow', 'TF_CONFIG': cfg,
+               'RUN_DIR': str(tmp_path / f'worker{i}')}
+        procs.append(subprocess.Popen([sys.executable, '-c', code], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=900)
+            assert p.returncode == 0, stderr[-3000:]
+            outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for p in procs: p.kill()
+    chief, other = outs
+    assert chief['replicas'] == other['replicas'] == 2
+    assert (chief['chief'], other['chief']) == (True, False)
+    compare(chief['one'], chief['many'])
+    compare(chief['many'], other['many']) # both workers hold the same model
+    assert {'checkpoint.npz', 'model.keras', 'metrics.json', 'history.csv'} <= {p.name for p in (tmp_path / 'worker0').iterdir()}
+    assert not (tmp_path / 'worker1').exists() or not any((tmp_path / 'worker1').iterdir())
 
 
 def test_distribution_names_are_checked():

@@ -7,7 +7,7 @@ the engines TensorFlow and JAX already have."""
 # %% auto #0
 __all__ = ['CHECKPOINT', 'set_trainable', 'Preprocess', 'classifier', 'WarmupCosine', 'SparseSmoothedCE', 'ImageBatches',
            'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'FineTuneRun', 'resolve_distribution',
-           'head_from_probe', 'set_seed', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
+           'is_chief', 'head_from_probe', 'set_seed', 'fine_tune', 'plot_history', 'lr_find', 'plot_lr_find']
 
 # %% ../nbs/07_train.ipynb #859c3f9b
 import contextlib, json, math, os, random, time, zipfile
@@ -185,13 +185,14 @@ class FineTuneRun:
     settings:dict = field(default_factory=dict)
     resumed_from:int = None # the epoch a resumed run started after (None: a fresh run)
     on_epoch:object = None # called with each new history row
+    writes:bool = True # False on the workers of a multi-worker run other than the chief: they train, the chief writes
 
     def _epoch_done(self, optimizer, phase, epoch, logs):
         lr = float('nan') if optimizer is None else float(keras.ops.convert_to_numpy(optimizer.learning_rate)) # nan: fitted exactly
         row = {'phase': phase, 'epoch': epoch, **{k: float(v) for k, v in logs.items()}, 'lr': lr,
                'seconds': round(time.time() - self._t0, 2)}
         for k, v in row.items(): self.history.setdefault(k, []).append(v)
-        if self.run_dir is not None: self._save(optimizer, phase, epoch)
+        if self.run_dir is not None and self.writes: self._save(optimizer, phase, epoch)
         if self.on_epoch is not None: self.on_epoch(row)
 
     def _save(self, optimizer, phase, epoch, finished=False):
@@ -217,7 +218,7 @@ class FineTuneRun:
         m['seconds'] = round(time.time() - self._t0, 2)
         m['seconds_this_process'] = round(time.time() - t0, 2)
         self.metrics = m
-        if self.run_dir is not None and save:
+        if self.run_dir is not None and save and self.writes:
             d = self.run_dir
             write_atomic(d / 'model.keras', lambda p: self.model.save(p))
             write_atomic(d / 'metrics.json', lambda p: p.write_text(json.dumps(m, indent=1)))
@@ -254,6 +255,34 @@ def resolve_distribution(distribution):
         if backend != 'jax': raise ValueError(f'distribution="data_parallel" needs the JAX backend (this is {backend}); use "mirrored" on TensorFlow')
         return keras.distribution.DataParallel()
     raise ValueError(f"Expected distribution to be None, 'mirrored', 'multiworker' or 'data_parallel'. Received: {distribution!r}")
+
+def _prebuild_multi_worker(model, distribution, batch):
+    """Two gaps of Keras 3 with `MultiWorkerMirroredStrategy` (keras-team/keras#20585), mended for this use: it builds a
+    model's training state from a cross-worker reduction of the first batch, which fails; and it averages each
+    step's scalar logs across workers along an axis they do not have."""
+    if getattr(getattr(distribution, 'extended', None), '_num_workers', 1) <= 1: return
+    with distribution.scope(): model._symbolic_build(data_batch=batch) # from one local batch instead
+    model._maybe_symbolic_build = lambda *a, **k: None # this model only; everything it would build is built
+    from keras.src.backend.tensorflow import trainer
+    if getattr(trainer.reduce_per_replica, 'mended', False): return
+    keras_reduce = trainer.reduce_per_replica
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ('auto', 'mean') or not trainer._collective_all_reduce_multi_worker(strategy):
+            return keras_reduce(values, strategy, reduction)
+        rank = lambda v: len(strategy.experimental_local_results(v)[0].shape)
+        return keras.tree.map_structure(lambda v: strategy.reduce('MEAN', v, axis=0 if rank(v) else None), values)
+    reduce_per_replica.mended = True
+    trainer.reduce_per_replica = reduce_per_replica
+
+def is_chief(distribution) -> bool:
+    "Whether this process writes the run's files: the chief of a multi-worker strategy, process 0 of a multi-process JAX run, any single process."
+    if distribution is None: return True
+    ext = getattr(distribution, 'extended', None) # a tf.distribute strategy
+    if ext is not None: return bool(getattr(ext, 'should_checkpoint', True))
+    if keras.backend.backend() == 'jax':
+        import jax
+        return jax.process_index() == 0
+    return True
 
 # %% ../nbs/07_train.ipynb #eb87d121
 def head_from_probe(pipeline, # a fitted `fit_probe` pipeline without selection: standardise, logistic regression
@@ -358,7 +387,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
         base = _rebuilt(bb) if (mixed_precision or dist is not None) else bb
         model = classifier(base, n_classes, dropout)
     run = FineTuneRun(model, base, classes, dict(state['history']) if state else {}, {}, run_dir, settings,
-                      state['epoch'] if state else None, on_epoch)
+                      state['epoch'] if state else None, on_epoch, is_chief(dist))
     run._t0 = t0 - (run.history['seconds'][-1] if run.history.get('seconds') else 0)
     loss = lambda: SparseSmoothedCE(label_smoothing)
     xval, yval = (None, None) if val is None else (val[0], np.asarray(val[1], np.int64))
@@ -403,12 +432,13 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
             opt = keras.optimizers.AdamW(WarmupCosine(fine_lr, steps, round(warmup * steps)), weight_decay=weight_decay,
                                          name='fine_adamw')
             model.compile(opt, loss(), metrics=['accuracy'], jit_compile=jit_compile)
+        _prebuild_multi_worker(model, dist, tb[0])
         if state: restore_checkpoint(model, model.optimizer, state, arrays)
         start = max(done_epochs, head_epochs)
         tb.set_epoch(start - head_epochs)
         cbs = [_EpochEnd(run, 2), *callbacks]
         if patience: cbs.append(keras.callbacks.EarlyStopping('val_accuracy', patience=patience, restore_best_weights=True))
-        if run_dir is not None and keras.backend.backend() == 'tensorflow': # Keras's TensorBoard writer needs TensorFlow
+        if run_dir is not None and run.writes and keras.backend.backend() == 'tensorflow': # Keras's TensorBoard writer needs TensorFlow
             cbs.append(keras.callbacks.TensorBoard(str(run_dir / 'tensorboard')))
         with _building(None, dist):
             model.fit(tb, epochs=head_epochs + epochs_fine, initial_epoch=start, validation_data=vb, callbacks=cbs,
