@@ -100,11 +100,21 @@ def test_demo_writes_figure_json_and_table(tmp_path, capsys):
     # the point of the demo: with 20 labels per digit, pretrained features beat raw pixels clearly
     assert gain['accuracy_efficientnet_lite0_features'] > gain['accuracy_raw_pixels'] + 0.03
     assert f"{gain['accuracy_raw_pixels']:.1%}" in out and 'Transfer' in out
+    ft = json.loads((tmp_path / 'run' / 'finetune' / 'metrics.json').read_text())
+    assert (ft['n_train'], ft['n_val'], ft['tta']) == (200, 1000, None) # digits: no mirror averaging
+    assert ft['accuracy'] > 0.6 and (tmp_path / 'run' / 'finetune' / 'model.keras').exists() # chance: 10 %
+    assert 'Fine-tuning' in out and f"{ft['accuracy']:.1%}" in out
 
 
 def test_help_lists_the_registry():
     from tl_course.backbones import list_backbones
     assert cli._NAMES.split(', ') == list_backbones()
+
+
+def test_fit_help_states_the_phase_2_threshold(capsys):
+    from tl_course.train import FINE_TUNE_MIN_PER_CLASS
+    with pytest.raises(SystemExit): cli.main(['fit', '--help'])
+    assert f'at least {FINE_TUNE_MIN_PER_CLASS} training images' in ' '.join(capsys.readouterr().out.split())
 
 
 @pytest.fixture(scope='module')
@@ -171,12 +181,13 @@ def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
 @pytest.mark.slow_on_jax
 def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path):
     env = {**os.environ, 'TL_COURSE_CACHE': str(tmp_path / 'cache')}
-    args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--out', str(tmp_path / 'run'), '--json')
+    args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--no-flip', '--out', str(tmp_path / 'run'), '--json')
     r = run(*args, cwd=digit_dirs, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert {'accuracy', 'n_train', 'n_val', 'seconds'} <= set(out) and (out['n_train'], out['n_val']) == (45, 60)
     assert out['accuracy'] >= 0.6 and out['epochs'] == 2 and out['evaluated_on'] == 'its val split'
+    assert out['tta'] is None and 'accuracy_single_view' not in out # --no-flip: digits are not mirror images of each other
     assert 'epoch 1 (head fitted exactly)' in r.stderr and 'epoch 2 (phase 2' in r.stderr
     assert {'model.keras', 'checkpoint.npz', 'history.csv', 'metrics.json', 'learning_curves.png'} <= \
         {p.name for p in (tmp_path / 'run').iterdir()}

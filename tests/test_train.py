@@ -144,6 +144,22 @@ def test_saved_model_reloads_and_predicts_identically(tiny_run):
     assert isinstance(again.get_layer('preprocess'), T.Preprocess) and again.get_layer('classifier').dtype_policy.name == 'float32'
 
 
+def test_predictions_average_each_image_and_its_mirror_image(tiny_run):
+    run, _, _, _, (train, val) = tiny_run
+    x = T.ImageBatches(val[0], val[1], SIZE, 18)[0][0]
+    mirrored = T.ImageBatches(val[0], val[1], SIZE, 18, mirror=True)[0][0]
+    np.testing.assert_array_equal(mirrored, x[:, :, ::-1])
+    one, other = (np.asarray(run.model.predict(v, verbose=0), np.float64) for v in (x, mirrored))
+    assert np.abs(one - other).max() > 1e-4, 'the mirror images must give other probabilities, else the test proves nothing'
+    np.testing.assert_allclose(run.predict(val[0]), (one + other) / 2, atol=1e-6)
+    m = run.metrics
+    assert m['tta'] == 'flip' and m['accuracy'] == ((one + other).argmax(1) == val[1]).mean()
+    assert m['accuracy_single_view'] == (one.argmax(1) == val[1]).mean()
+    run.tta = False
+    try: np.testing.assert_allclose(run.predict(val[0]), one, atol=1e-6)
+    finally: run.tta = True
+
+
 def test_a_finished_run_is_not_trained_again(tiny_run):
     run, _, bb, run_dir, (train, val) = tiny_run
     again = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_head=3, epochs_fine=2,
@@ -254,3 +270,12 @@ def test_lr_find_sweeps_and_restores_the_weights():
     assert all(np.array_equal(before[k], after[k]) for k in before), 'lr_find must leave the weights as they were'
     assert max(r['loss']) > 2 * min(r['loss']), 'a learning rate of 10 should blow the loss up'
     assert T.plot_lr_find(r).axes[0].get_xscale() == 'log'
+
+
+def test_phase_2_runs_by_default_only_with_enough_images_per_class():
+    assert T.auto_epochs_fine(np.repeat([0, 1], T.FINE_TUNE_MIN_PER_CLASS), 2) == 4
+    assert T.auto_epochs_fine(np.r_[np.zeros(T.FINE_TUNE_MIN_PER_CLASS - 1), np.ones(1000)], 2) == 0
+    assert T.auto_epochs_fine(np.repeat([0, 1], T.FINE_TUNE_MIN_PER_CLASS), 3) == 0 # a class without images
+    train, val = digits(per_class=4)
+    run = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, cache=False, workers=1)
+    assert run.history['phase'] == [1] and run.settings['epochs_fine'] == 0

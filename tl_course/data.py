@@ -257,10 +257,11 @@ def random_rotate(img, rng, max_degrees:float=15) -> np.ndarray:
 def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
             size:int, # output side
             rng, # np.random.Generator
+            flip:bool=True, # random left-right flips (not for digits or text: their mirror image is another thing)
            ) -> np.ndarray:
     "The training transform: random resized crop, flip, translation and rotation; uint8 in, uint8 out."
     img = random_resized_crop(base, size, rng)
-    return random_rotate(random_translate(random_flip(img, rng), rng), rng)
+    return random_rotate(random_translate(random_flip(img, rng) if flip else img, rng), rng)
 
 # %% ../nbs/03_data.ipynb #908b9ef9
 def _base_image(path, size, training, crop_fraction=0.875):
