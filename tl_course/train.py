@@ -192,8 +192,8 @@ class FineTuneRun:
     writes:bool = True # False on the workers of a multi-worker run other than the chief: they train, the chief writes
     tta:bool = True # predictions average each image's and its mirror image's (flip test-time augmentation)
 
-    def _views(self, batches):
-        "The model's probabilities for the images and, when `tta`, for their mirror images."
+    def views(self, batches:ImageBatches) -> list:
+        "The model's probabilities for evaluation `batches` and, when `tta`, for their mirror images: a list of (N, classes) arrays."
         views = [np.asarray(self.model.predict(batches, verbose=0), np.float64)]
         if self.tta:
             batches.mirror = True
@@ -203,7 +203,7 @@ class FineTuneRun:
 
     def probabilities(self, batches:ImageBatches) -> np.ndarray:
         "Class probabilities for evaluation `batches`, flip-averaged when `tta`."
-        return np.mean(self._views(batches), 0)
+        return np.mean(self.views(batches), 0)
 
     def predict(self, images, # image paths, or an (N, H, W, 3) uint8 array
                 batch_size:int=32, workers:int=4) -> np.ndarray:
@@ -234,7 +234,7 @@ class FineTuneRun:
              'head_C': getattr(self, 'head_C', None)}
         if xval is not None:
             if vb is None: vb = ImageBatches(xval, yval, self.backbone.input_size, batch_size, workers=workers)
-            views = self._views(vb)
+            views = self.views(vb)
             pred = np.mean(views, 0).argmax(1)
             m['accuracy'], m['tta'] = float((pred == yval).mean()), 'flip' if self.tta else None
             if self.tta: m['accuracy_single_view'] = float((views[0].argmax(1) == yval).mean())
@@ -356,8 +356,9 @@ FINE_TUNE_MIN_PER_CLASS = 300 # below it, phase 2 is skipped by default (see `au
 def auto_epochs_fine(labels, # the training labels
                      n_classes:int, epochs:int=4, min_per_class:int=FINE_TUNE_MIN_PER_CLASS) -> int:
     """Phase 2's default length: `epochs` when every class has at least `min_per_class` training images, else 0.
-    Measured in lesson 07: phase 2 lowered validation accuracy on 30 digits and on 122 photos per class at every
-    learning rate tried, and raised it on 500 CIFAR-10 images per class; the threshold lies between."""
+    Measured: phase 2 lowered validation accuracy with 30 digits per class and with 122 photos per class (hymenoptera,
+    at every learning rate tried; lesson 07), and raised test accuracy with 500 CIFAR-10 images per class
+    (`bench/finetune.py --cifar`). The threshold lies between; two data sets do not place it more precisely."""
     counts = np.bincount(np.asarray(labels, np.int64), minlength=n_classes)
     return epochs if counts.min() >= min_per_class else 0
 
