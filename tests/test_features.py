@@ -1,5 +1,5 @@
 "Feature extraction (against Keras's own predict), the disk cache (every key part, across processes, killed writers), the probe."
-import dataclasses, os, signal, subprocess, sys, textwrap, time
+import dataclasses, os, signal, subprocess, sys, textwrap, time, zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,9 @@ def bb():
     return get_backbone('efficientnet_lite0', input_size=SIZE)
 
 
-def _photo(path, rgb, seed, size=(48, 40)):
+def _photo(path, rgb, seed, size=(48, 40), noise=40):
     rng = np.random.default_rng(seed)
-    img = np.clip(np.array(rgb) + rng.normal(0, 40, size[::-1] + (3,)), 0, 255).astype(np.uint8)
+    img = np.clip(np.array(rgb) + rng.normal(0, noise, size[::-1] + (3,)), 0, 255).astype(np.uint8)
     Image.fromarray(img).save(path, quality=90)
     return path
 
@@ -32,7 +32,7 @@ def colours(tmp_path_factory):
     for split, n in (('train', 8), ('val', 4)):
         for c, rgb in (('red', (200, 40, 40)), ('blue', (40, 60, 200))):
             (root / split / c).mkdir(parents=True)
-            for i in range(n): _photo(root / split / c / f'{c}{i}.jpg', rgb, hash((split, c, i)) % 2**32)
+            for i in range(n): _photo(root / split / c / f'{c}{i}.jpg', rgb, zlib.crc32(f'{split}/{c}/{i}'.encode()))
     return root
 
 
