@@ -154,9 +154,10 @@ def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='effi
     from tl_course.features import eval_split
     from tl_course.train import FINE_TUNE_MIN_PER_CLASS, auto_epochs_fine, fine_tune
     split = eval_split(folder)
-    if epochs_fine is None and auto_epochs_fine(folder.labels('train'), len(folder.classes)) == 0:
-        print(f'phase 2 skipped: a class has fewer than {FINE_TUNE_MIN_PER_CLASS} training images, where unfreezing '
-              'the network lowered accuracy (lesson 07); --epochs-fine M runs it anyway', file=sys.stderr, flush=True)
+    if epochs_fine is None: # decided here, as fine_tune would, so that the reason can be printed
+        epochs_fine = auto_epochs_fine(folder.labels('train'), len(folder.classes))
+        if epochs_fine == 0: print(f'phase 2 skipped: a class has fewer than {FINE_TUNE_MIN_PER_CLASS} training images, where unfreezing '
+                                   'the network lowered accuracy (lesson 07); --epochs-fine M runs it anyway', file=sys.stderr, flush=True)
     print(f'fine-tuning {bb.name} on {data_dir} ({len(folder.files("train"))} training images); run folder {out}',
           file=sys.stderr, flush=True)
     try:
@@ -177,16 +178,21 @@ def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='effi
         f'  {m["seconds"]:.0f} s; wrote {out}/model.keras, metrics.json, history.csv, learning_curves.png'
         + (f'; {len(folder.bad)} bad files skipped (--json lists them)' if folder.bad else '')])
 
-def transfer_demo(backbone:str='efficientnet_lite0', per_class:int=20, n_test:int=1000, seed:int=0) -> dict:
-    "Linear probes on MNIST-5k with `per_class` labels per digit: the backbone's features against raw pixels."
+def _mnist_split(per_class, n_test, seed):
+    "MNIST-5k, `per_class` training digits per class and `n_test` other digits, drawn by `seed`: the demo's split."
     import numpy as np
     from tl_course.data import get_dataset
-    bb = _get_backbone(backbone)
-    from tl_course.features import extract_features, fit_probe
     d = get_dataset('mnist5k')
     order = np.random.default_rng(seed).permutation(len(d.y))
     train = np.concatenate([order[d.y[order] == c][:per_class] for c in range(len(d.classes))])
-    test = order[~np.isin(order, train)][:n_test]
+    return d, train, order[~np.isin(order, train)][:n_test]
+
+def transfer_demo(backbone:str='efficientnet_lite0', per_class:int=20, n_test:int=1000, seed:int=0) -> dict:
+    "Linear probes on MNIST-5k with `per_class` labels per digit: the backbone's features against raw pixels."
+    import numpy as np
+    bb = _get_backbone(backbone)
+    from tl_course.features import extract_features, fit_probe
+    d, train, test = _mnist_split(per_class, n_test, seed)
     pixels = d.x[..., 0].reshape(len(d.x), -1).astype(np.float32)
     # no mirror averaging: a mirrored digit is another shape (or no digit at all)
     feats = extract_features(bb, d.x[np.r_[train, test]], flip=False, progress=False)
@@ -198,13 +204,8 @@ def transfer_demo(backbone:str='efficientnet_lite0', per_class:int=20, n_test:in
 def finetune_demo(out, backbone:str='efficientnet_lite0', per_class:int=20, n_test:int=1000, size:int=64,
                   epochs_fine:int=2, seed:int=0) -> dict:
     "A short fine-tuning run (lesson 07) on MNIST-5k: `per_class` digits per class at `size` px, tested on `n_test` others."
-    import numpy as np
-    from tl_course.data import get_dataset
     from tl_course.train import fine_tune
-    d = get_dataset('mnist5k')
-    order = np.random.default_rng(seed).permutation(len(d.y))
-    train = np.concatenate([order[d.y[order] == c][:per_class] for c in range(len(d.classes))])
-    test = order[~np.isin(order, train)][:n_test]
+    d, train, test = _mnist_split(per_class, n_test, seed)
     # mirror=False: a mirrored digit is another shape (no flips in training, no mirror averaging)
     run = fine_tune(_get_backbone(backbone, input_size=size), (d.x[train], d.y[train]), (d.x[test], d.y[test]),
                     classes=d.classes, epochs_fine=epochs_fine, mirror=False, cache=False, run_dir=out, seed=seed)
