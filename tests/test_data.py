@@ -359,6 +359,23 @@ def test_augment_shapes_and_determinism():
     assert not np.array_equal(a, augment(base, 224, np.random.default_rng(6)))
 
 
+def halves(h=64, w=64):
+    "Left half black, right half white."
+    img = np.zeros((h, w, 3), np.uint8); img[:, w // 2:] = 255
+    return img
+
+
+def test_augment_crop_scale_sets_how_much_of_the_image_a_crop_keeps():
+    # a crop of at least 90 % of the area always spans the middle, so both halves show; 5 % crops mostly show one
+    def two_tone(img): return (img < 64).any() and (img > 192).any()
+    wide = [augment(halves(), 96, np.random.default_rng(s), flip=False, crop_scale=(0.9, 1.0)) for s in range(30)]
+    tight = [augment(halves(), 96, np.random.default_rng(s), flip=False, crop_scale=(0.05, 0.05)) for s in range(30)]
+    assert all(two_tone(a) for a in wide)
+    assert sum(two_tone(a) for a in tight) < 15
+    np.testing.assert_array_equal(augment(halves(), 96, np.random.default_rng(1)),  # the default: a quarter to all of it
+                                  augment(halves(), 96, np.random.default_rng(1), crop_scale=(0.25, 1.0)))
+
+
 def test_random_resized_crop_on_extreme_aspect():
     out = random_resized_crop(np.zeros((10, 1000, 3), np.uint8), 32, np.random.default_rng(0))
     assert out.shape == (32, 32, 3)

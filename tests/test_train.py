@@ -144,6 +144,16 @@ def test_saved_model_reloads_and_predicts_identically(tiny_run):
     assert isinstance(again.get_layer('preprocess'), T.Preprocess) and again.get_layer('classifier').dtype_policy.name == 'float32'
 
 
+def test_image_batches_pass_crop_scale_to_augment():
+    from tl_course.data import augment
+    imgs = np.zeros((3, 36, 36, 3), np.uint8); imgs[:, :, 18:] = 255 # smaller than the crop base: not resized
+    b = T.ImageBatches(imgs, [0, 1, 2], SIZE, 3, training=True, crop_scale=(0.6, 0.9), seed=4)
+    x, _ = b[0]
+    for k, j in enumerate(b.order):
+        np.testing.assert_array_equal(x[k], augment(imgs[j], SIZE, np.random.default_rng([4, 0, int(j)]), crop_scale=(0.6, 0.9)))
+    assert not np.array_equal(x, T.ImageBatches(imgs, [0, 1, 2], SIZE, 3, training=True, seed=4)[0][0])
+
+
 def test_predictions_average_each_image_and_its_mirror_image(tiny_run):
     run, _, _, _, (train, val) = tiny_run
     x = T.ImageBatches(val[0], val[1], SIZE, 18)[0][0]

@@ -258,9 +258,11 @@ def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
             size:int, # output side
             rng, # np.random.Generator
             flip:bool=True, # random left-right flips (not for digits or text: their mirror image is another thing)
+            crop_scale=(0.25, 1.0), # the random crop's share of the image's area; raise the lower end when the object
+                                    # fills a small image (CIFAR's 32 px): a quarter of it is then a few pixels
            ) -> np.ndarray:
     "The training transform: random resized crop, flip, translation and rotation; uint8 in, uint8 out."
-    img = random_resized_crop(base, size, rng)
+    img = random_resized_crop(base, size, rng, scale=crop_scale)
     return random_rotate(random_translate(random_flip(img, rng) if flip else img, rng), rng)
 
 # %% ../nbs/03_data.ipynb #908b9ef9

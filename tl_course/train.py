@@ -99,6 +99,7 @@ class ImageBatches(keras.utils.PyDataset):
                  seed:int=0,
                  crop_fraction:float=0.875, # evaluation: see `evaluation_crop`
                  flip:bool=True, # augmentation: random left-right flips among the transforms
+                 crop_scale=(0.25, 1.0), # augmentation: the random crop's share of the image's area
                  mirror:bool=False, # give each image's mirror image (left-right flip): test-time augmentation
                  max_cache_bytes:int=2**31, # decoded images kept in memory, at most
                  **kw): # workers, use_multiprocessing, max_queue_size (keras.utils.PyDataset)
@@ -106,6 +107,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.images, self.labels = images, np.asarray(labels, np.int64)
         self.size, self.batch_size, self.training, self.seed, self.crop_fraction = size, batch_size, training, seed, crop_fraction
         self.augment, self.flip, self.mirror = (training if augment is None else augment), flip, mirror
+        self.crop_scale = tuple(crop_scale)
         self.max_cache_bytes, self.cache, self.cached_bytes = max_cache_bytes, {}, 0
         self.epoch = 0
         self.order = self._order()
@@ -130,7 +132,8 @@ class ImageBatches(keras.utils.PyDataset):
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         imgs = [self._base(int(j)) for j in idx]
         if self.augment:
-            imgs = [augment(im, self.size, np.random.default_rng([self.seed, self.epoch, int(j)]), self.flip) for im, j in zip(imgs, idx)]
+            imgs = [augment(im, self.size, np.random.default_rng([self.seed, self.epoch, int(j)]), self.flip, self.crop_scale)
+                    for im, j in zip(imgs, idx)]
         x = np.stack(imgs).astype(np.float32)
         return (x[:, :, ::-1] if self.mirror else x), self.labels[idx]
     def on_epoch_end(self):
@@ -384,6 +387,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               weight_decay:float=1e-2, # AdamW's decoupled weight decay (multiplied by the learning rate)
               batch_size:int=32, # global batch size (split across devices)
               augment:bool=True, # phase 2: lesson 03's random crops, flips, shifts and rotations
+              crop_scale=(0.25, 1.0), # phase 2: the random crop's share of the image's area; (0.5, 1) for CIFAR's 32-px images
               mirror:bool=True, # a mirror image shows the same class (photos; not digits or text): the head is fitted on features averaged
                                 # with the mirror image's, augmentation flips, and predictions average each image and its mirror image
               mixed_precision:str=None, # None, 'mixed_float16' or 'mixed_bfloat16'
@@ -411,7 +415,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
     settings = _settings(bb, train, val, n_classes, epochs_head=epochs_head, epochs_fine=epochs_fine, head_lr=head_lr,
                          fine_lr=fine_lr, warmup=warmup, unfreeze=unfreeze, bn_training=bn_training, dropout=dropout,
                          stochastic_depth=stochastic_depth, label_smoothing=label_smoothing, weight_decay=weight_decay,
-                         batch_size=batch_size, augment=augment, mirror=mirror,
+                         batch_size=batch_size, augment=augment, crop_scale=list(crop_scale), mirror=mirror,
                          mixed_precision=mixed_precision, seed=seed)
     state = arrays = None
     if run_dir is not None:
@@ -466,7 +470,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
             for l in base.model.layers:
                 if isinstance(l, keras.layers.Dropout): l.rate = 0.0
         tb = ImageBatches(train[0], ytr, base.input_size, batch_size, training=True, augment=augment, flip=mirror,
-                          seed=seed, workers=workers)
+                          crop_scale=crop_scale, seed=seed, workers=workers)
         vb = None if val is None else ImageBatches(xval, yval, base.input_size, batch_size, workers=workers)
         steps = len(tb) * epochs_fine
         with _building(mixed_precision, dist):
