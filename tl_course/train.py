@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import keras
 from .backbones import Backbone, get_backbone, preprocess_input
-from .data import augment, resize_short_side
+from .data import CROP_SCALE, augment, resize_short_side
 from .features import as_image, data_digest, evaluation_crop, extract_features, fit_probe, pipe_c, write_atomic
 
 # %% ../nbs/07_train.ipynb #8db61817
@@ -99,7 +99,7 @@ class ImageBatches(keras.utils.PyDataset):
                  seed:int=0,
                  crop_fraction:float=0.875, # evaluation: see `evaluation_crop`
                  flip:bool=True, # augmentation: random left-right flips among the transforms
-                 crop_scale=(0.25, 1.0), # augmentation: the random crop's share of the image's area
+                 crop_scale=CROP_SCALE, # augmentation: the random crop's share of the image's area
                  mirror:bool=False, # give each image's mirror image (left-right flip): test-time augmentation
                  max_cache_bytes:int=2**31, # decoded images kept in memory, at most
                  **kw): # workers, use_multiprocessing, max_queue_size (keras.utils.PyDataset)
@@ -387,7 +387,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               weight_decay:float=1e-2, # AdamW's decoupled weight decay (multiplied by the learning rate)
               batch_size:int=32, # global batch size (split across devices)
               augment:bool=True, # phase 2: lesson 03's random crops, flips, shifts and rotations
-              crop_scale=(0.25, 1.0), # phase 2: the random crop's share of the image's area; (0.5, 1) for CIFAR's 32-px images
+              crop_scale=CROP_SCALE, # phase 2: the random crop's share of the image's area; (0.5, 1) for CIFAR's 32-px images
               mirror:bool=True, # a mirror image shows the same class (photos; not digits or text): the head is fitted on features averaged
                                 # with the mirror image's, augmentation flips, and predictions average each image and its mirror image
               mixed_precision:str=None, # None, 'mixed_float16' or 'mixed_bfloat16'
