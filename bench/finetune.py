@@ -4,7 +4,9 @@ each dtype policy; then `fine_tune` with the defaults of `tl-course fit` on hyme
 at which validation accuracy first reached 95 % (and the single-view accuracy beside the mirror-averaged one).
 With `--cifar DIR` (slow: about an hour on 2 CPU cores with the defaults), also `fine_tune` on the CIFAR-10 subset's
 5,000 training images with phase 2 forced (`--cifar-epochs`, `--cifar-lr`, `--cifar-unfreeze`, and `--cifar-crop-min`,
-the smallest share of a 32-px image that a random crop keeps), measured on its 10,000 test images.
+the smallest share of a 32-px image that a random crop keeps; `--cifar-set NAME=VALUE` for any other `fine_tune` argument),
+measured on its 10,000 test images. The JSON report is written after each part, so a run stopped at a time limit keeps
+what it had measured.
 
 Throughput uses random images (no decoding, so that the step itself is measured) and is timed after one warm-up
 epoch; "ours" is the model compiled as `fine_tune` compiles it (AdamW with warm-up and cosine decay, label
@@ -14,9 +16,9 @@ compiled with Keras's defaults ('adam', sparse cross-entropy) fed with preproces
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
-                              [--cifar-unfreeze all] [--cifar-crop-min 0.5]]
+                              [--cifar-unfreeze all] [--cifar-crop-min 0.5] [--cifar-set NAME=VALUE ...]]
 """
-import argparse, json, os, sys, time
+import argparse, ast, json, os, sys, time
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -53,7 +55,7 @@ def throughput(size, batch, steps, policy, ours, seed=0):
     return len(x) / float(np.median(times))
 
 
-def cifar(root, epochs, lr, unfreeze, crop_min):
+def cifar(root, epochs, lr, unfreeze, crop_min, **options):
     """fine_tune on the train split (phase 2 forced), then accuracy on the test split, one view and mirror-averaged;
     and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images."""
     import tempfile
@@ -72,6 +74,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min):
     with tempfile.TemporaryDirectory() as cache:
         run = T.fine_tune('efficientnet_lite0', (f.files('train'), f.labels('train')), None, classes=f.classes,
                           epochs_fine=epochs, fine_lr=lr, unfreeze=unfreeze, crop_scale=(crop_min, 1.0), cache=cache, callbacks=[HeadAtPhase2()],
+                          **options,
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
                                                    f"{r['accuracy']:.1%}, {r['seconds']:.0f} s", flush=True))
     seconds = time.time() - t0
@@ -82,7 +85,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min):
     logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
     p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
     r = {'data': Path(root).name, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
-         'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], 'train_seconds': round(seconds),
+         'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], **options, 'train_seconds': round(seconds),
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
          'test_seconds': round(t1 - t0 - seconds),
          'accuracy_after_head': float((p.mean(1).argmax(1) == y_test).mean()),
@@ -90,7 +93,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min):
          'accuracy_single_view': float((one.argmax(1) == y_test).mean()),
          'accuracy': float(((one + mirror).argmax(1) == y_test).mean())}
     print(f"fine_tune on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
-          f"unfrozen from {unfreeze}, crops of {crop_min:g} to 1 of the area): test accuracy {r['accuracy']:.2%} mirror-averaged, {r['accuracy_single_view']:.2%} "
+          f"unfrozen from {unfreeze}, crops of {crop_min:g} to 1 of the area{''.join(f', {k}={v}' for k, v in options.items())}): test accuracy {r['accuracy']:.2%} mirror-averaged, {r['accuracy_single_view']:.2%} "
           f"one view, on {r['n_test']} images (the head alone: {r['accuracy_after_head']:.2%}); training "
           f"{r['train_seconds']} s, testing {r['test_seconds']} s", flush=True)
     return r
@@ -109,12 +112,22 @@ def main():
     ap.add_argument('--cifar-lr', type=float, default=2e-4)
     ap.add_argument('--cifar-unfreeze', default='all')
     ap.add_argument('--cifar-crop-min', type=float, default=0.5)
+    ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',
+                    help="another fine_tune argument for the CIFAR run, a Python literal (repeatable): bn_training=True")
     a = ap.parse_args()
+    options = {}
+    for kv in a.cifar_set:
+        k, _, v = kv.partition('=')
+        if not _ or not k.isidentifier(): ap.error(f'--cifar-set takes NAME=VALUE, got {kv!r}')
+        options[k] = ast.literal_eval(v)
+    save = lambda: a.json and Path(a.json).write_text(json.dumps(report, indent=1)) # after each part, so a run stopped
+                                                                                    # at a time limit keeps what it measured
     report = {'backend': keras.backend.backend(), 'size': a.size, 'batch': a.batch, 'cpus': os.cpu_count(), 'images_per_s': {}}
     print(f'EfficientNet-Lite0 at {a.size} px, batch {a.batch}, backend {report["backend"]}, {os.cpu_count()} CPUs', flush=True)
     for policy in [p for p in a.policies.split(',') if p]: # --policies '': no throughput figures
         ips = {k: round(throughput(a.size, a.batch, a.steps, policy, k == 'ours'), 1) for k in ('plain model.fit', 'ours')}
         report['images_per_s'][policy] = ips
+        save()
         print(f'  {policy:<15} plain model.fit {ips["plain model.fit"]:7.1f} images/s, ours {ips["ours"]:7.1f} images/s: '
               f'{ips["ours"] / ips["plain model.fit"]:.2f}x', flush=True)
     pol = a.policies.split(',')
@@ -123,6 +136,7 @@ def main():
             r = report['images_per_s'][p]['ours'] / report['images_per_s']['float32']['ours']
             report[f'{p}_vs_float32'] = round(r, 2)
             print(f'  {p} against float32 (ours): {r:.2f}x')
+    save()
     if a.data and Path(a.data).is_dir():
         from tl_course.data import load_image_folder
         from tl_course.features import eval_split
@@ -144,9 +158,10 @@ def main():
         print(f'fine_tune defaults on {r["data"]}: {r["accuracy"]:.1%} on {r["n_val"]} {split} images in {r["seconds"]:.0f} s '
               f'(first at >= 95 % val accuracy: {r["seconds_to_95"]} s, epoch {r["epoch_reaching_95"]}); '
               f'val accuracy by epoch {r["val_accuracy_by_epoch"]}')
-    if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min)
+        save()
+    if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, **options)
     print(json.dumps(report))
-    if a.json: Path(a.json).write_text(json.dumps(report, indent=1))
+    save()
 
 
 if __name__ == '__main__':
