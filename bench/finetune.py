@@ -10,8 +10,9 @@ what it had measured.
 
 Throughput uses random images (no decoding, so that the step itself is measured) and is timed after one warm-up
 epoch; "ours" is the model compiled as `fine_tune` compiles it (AdamW with warm-up and cosine decay, label
-smoothing, XLA where the backend supports it) fed by `ImageBatches` from uint8 images; "plain" is the same model
-compiled with Keras's defaults ('adam', sparse cross-entropy) fed with preprocessed float arrays.
+smoothing, XLA where the backend supports it) fed by `ImageBatches` (float32 batches made by worker threads from
+uint8 images); "plain" is the same model compiled with Keras's defaults ('adam', sparse cross-entropy) fed with the
+same images as one float32 array.
 
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
@@ -69,6 +70,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, **options):
         def on_train_begin(self, logs=None):
             if HeadAtPhase2.kernel is None:
                 HeadAtPhase2.kernel, HeadAtPhase2.bias = (np.asarray(w) for w in self.model.get_layer('classifier').get_weights())
+                print(f'  cifar phase 1 done after {time.time() - t0:.0f} s; phase 2 starts', flush=True)
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
