@@ -10,9 +10,9 @@ what it had measured.
 
 Throughput uses random images (no decoding, so that the step itself is measured) and is timed after one warm-up
 epoch; "ours" is the model compiled as `fine_tune` compiles it (AdamW with warm-up and cosine decay, label
-smoothing, XLA where the backend supports it) fed by `ImageBatches` (float32 batches made by worker threads from
-uint8 images); "plain" is the same model compiled with Keras's defaults ('adam', sparse cross-entropy) fed with the
-same images as one float32 array.
+smoothing, XLA where the backend supports it) fed by `ImageBatches` (uint8 batches made by worker threads; float32 in
+bench/results/gpu_*.json); "plain" is the same model compiled with Keras's defaults ('adam', sparse cross-entropy) fed
+with the same images as one float32 array.
 
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]

@@ -144,6 +144,15 @@ def test_saved_model_reloads_and_predicts_identically(tiny_run):
     assert isinstance(again.get_layer('preprocess'), T.Preprocess) and again.get_layer('classifier').dtype_policy.name == 'float32'
 
 
+def test_image_batches_are_uint8_and_the_model_reads_them_as_the_same_floats(tiny_run):
+    run, _, _, _, (train, val) = tiny_run
+    x = T.ImageBatches(val[0], val[1], SIZE, 18)[0][0]
+    assert x.dtype == np.uint8, 'uint8 batches: a quarter of the bytes of float32 to make and to copy to the device'
+    np.testing.assert_array_equal(run.model.predict(x, verbose=0), run.model.predict(x.astype(np.float32), verbose=0))
+    aug = T.ImageBatches(train[0], train[1], SIZE, 6, training=True)[0][0]
+    assert aug.dtype == np.uint8 and aug.std() > 0
+
+
 def test_image_batches_pass_crop_scale_to_augment():
     from tl_course.data import augment
     imgs = np.zeros((3, 36, 36, 3), np.uint8); imgs[:, :, 18:] = 255 # smaller than the crop base: not resized

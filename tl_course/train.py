@@ -89,7 +89,7 @@ class SparseSmoothedCE(keras.losses.Loss):
 
 # %% ../nbs/07_train.ipynb #65b22f18
 class ImageBatches(keras.utils.PyDataset):
-    "(images, labels) batches from image files or an (N, H, W, 3) uint8 array; each image decoded once and kept (within a memory budget); augmented per epoch when training."
+    "(images, labels) uint8 batches from image files or an (N, H, W, 3) uint8 array; each image decoded once and kept (within a memory budget); augmented per epoch when training."
     def __init__(self, images, # image paths, or an (N, H, W, 3) uint8 array
                  labels, # int labels
                  size:int, # output side
@@ -134,7 +134,7 @@ class ImageBatches(keras.utils.PyDataset):
         if self.augment:
             imgs = [augment(im, self.size, np.random.default_rng([self.seed, self.epoch, int(j)]), self.flip, self.crop_scale)
                     for im, j in zip(imgs, idx)]
-        x = np.stack(imgs).astype(np.float32)
+        x = np.stack(imgs) # uint8: the model casts on its device, so a quarter of float32's bytes are made and copied
         return (x[:, :, ::-1] if self.mirror else x), self.labels[idx]
     def on_epoch_end(self):
         self.set_epoch(self.epoch + 1)
