@@ -27,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD}
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} TF_CPP_MIN_LOG_LEVEL=3
+command -v python >/dev/null || { mkdir -p /tmp/bin && ln -sf "$(command -v python3)" /tmp/bin/python && export PATH="/tmp/bin:$PATH"; }
 if ! python -c "import keras" 2>/dev/null; then
   if [ -f .whl/site.tar.xz ]; then mkdir -p site && tar -xJf .whl/site.tar.xz -C site # the wheels unpacked, packed smaller
   else pip install -q --no-index --no-deps --target "$PWD/site" .whl/*.whl; fi
