@@ -122,9 +122,9 @@ def main():
         k, _, v = kv.partition('=')
         if not _ or not k.isidentifier(): ap.error(f'--cifar-set takes NAME=VALUE, got {kv!r}')
         options[k] = ast.literal_eval(v)
-    save = lambda: a.json and Path(a.json).write_text(json.dumps(report, indent=1)) # after each part, so a run stopped
-                                                                                    # at a time limit keeps what it measured
     report = {'backend': keras.backend.backend(), 'size': a.size, 'batch': a.batch, 'cpus': os.cpu_count(), 'images_per_s': {}}
+    def save(): # after each part, so that a run stopped at a time limit keeps what it measured
+        if a.json: Path(a.json).write_text(json.dumps(report, indent=1))
     print(f'EfficientNet-Lite0 at {a.size} px, batch {a.batch}, backend {report["backend"]}, {os.cpu_count()} CPUs', flush=True)
     for policy in [p for p in a.policies.split(',') if p]: # --policies '': no throughput figures
         ips = {k: round(throughput(a.size, a.batch, a.steps, policy, k == 'ours'), 1) for k in ('plain model.fit', 'ours')}
