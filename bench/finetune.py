@@ -5,8 +5,9 @@ at which validation accuracy first reached 95 % (and the single-view accuracy be
 With `--cifar DIR` (slow: about an hour on 2 CPU cores with the defaults), also `fine_tune` on the CIFAR-10 subset's
 5,000 training images with phase 2 forced (`--cifar-epochs`, `--cifar-lr`, `--cifar-unfreeze`, and `--cifar-crop-min`,
 the smallest share of a 32-px image that a random crop keeps; `--cifar-set NAME=VALUE` for any other `fine_tune` argument),
-measured on its 10,000 test images. The JSON report is written after each part, so a run stopped at a time limit keeps
-what it had measured.
+measured on its 10,000 test images; `--cifar-monitor N` also measures N of them after each epoch, for a learning curve
+(their time counts in the training time). The JSON report is written after each part, so a run stopped at a time
+limit keeps what it had measured.
 
 Throughput uses random images (no decoding, so that the step itself is measured) and is timed after one warm-up
 epoch; "ours" is the model compiled as `fine_tune` compiles it (AdamW with warm-up and cosine decay, label
@@ -17,7 +18,7 @@ with the same images as one float32 array.
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
-                              [--cifar-unfreeze all] [--cifar-crop-min 0.5] [--cifar-set NAME=VALUE ...]]
+                              [--cifar-unfreeze all] [--cifar-crop-min 0.5] [--cifar-monitor 0] [--cifar-set NAME=VALUE ...]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -56,14 +57,18 @@ def throughput(size, batch, steps, policy, ours, seed=0):
     return len(x) / float(np.median(times))
 
 
-def cifar(root, epochs, lr, unfreeze, crop_min, **options):
+def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, **options):
     """fine_tune on the train split (phase 2 forced), then accuracy on the test split, one view and mirror-averaged;
-    and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images."""
+    and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images.
+    `monitor` > 0: that many test images (a fixed random choice) are also measured after each epoch, one view, to draw
+    the learning curve; they steer nothing (no early stopping, no choice of epoch)."""
     import tempfile
     from tl_course.data import load_image_folder
     from tl_course.features import extract_features
     f = load_image_folder(root)
     y_test = np.asarray(f.labels('test'))
+    watch = np.sort(np.random.default_rng(0).choice(len(y_test), monitor, replace=False)) if monitor else None
+    val = None if watch is None else ([f.files('test')[i] for i in watch], y_test[watch])
 
     class HeadAtPhase2(keras.callbacks.Callback): # the dense layer as phase 1 left it
         kernel = None
@@ -74,11 +79,12 @@ def cifar(root, epochs, lr, unfreeze, crop_min, **options):
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
-        run = T.fine_tune('efficientnet_lite0', (f.files('train'), f.labels('train')), None, classes=f.classes,
+        run = T.fine_tune('efficientnet_lite0', (f.files('train'), f.labels('train')), val, classes=f.classes,
                           epochs_fine=epochs, fine_lr=lr, unfreeze=unfreeze, crop_scale=(crop_min, 1.0), cache=cache, callbacks=[HeadAtPhase2()],
                           **options,
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
-                                                   f"{r['accuracy']:.1%}, {r['seconds']:.0f} s", flush=True))
+                                                   f"{r['accuracy']:.1%}" + (f", {monitor} test images {r['val_accuracy']:.1%}"
+                                                   if monitor else '') + f", {r['seconds']:.0f} s", flush=True))
     seconds = time.time() - t0
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
     one, mirror = run.views(b)
@@ -89,6 +95,8 @@ def cifar(root, epochs, lr, unfreeze, crop_min, **options):
     r = {'data': Path(root).name, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
          'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], **options, 'train_seconds': round(seconds),
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
+         **({'monitor_images': monitor, 'monitor_accuracy_by_epoch': [round(v, 4) for v in run.history['val_accuracy']]}
+            if monitor else {}),
          'test_seconds': round(t1 - t0 - seconds),
          'accuracy_after_head': float((p.mean(1).argmax(1) == y_test).mean()),
          'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean()),
@@ -114,6 +122,8 @@ def main():
     ap.add_argument('--cifar-lr', type=float, default=2e-4)
     ap.add_argument('--cifar-unfreeze', default='all')
     ap.add_argument('--cifar-crop-min', type=float, default=0.5)
+    ap.add_argument('--cifar-monitor', type=int, default=0, metavar='N',
+                    help='measure N test images after each epoch (a learning curve; they steer nothing)')
     ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',
                     help="another fine_tune argument for the CIFAR run, a Python literal (repeatable): bn_training=True")
     a = ap.parse_args()
@@ -161,7 +171,8 @@ def main():
               f'(first at >= 95 % val accuracy: {r["seconds_to_95"]} s, epoch {r["epoch_reaching_95"]}); '
               f'val accuracy by epoch {r["val_accuracy_by_epoch"]}')
         save()
-    if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, **options)
+    if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, a.cifar_monitor,
+                                           **options)
     print(json.dumps(report))
     save()
 
