@@ -133,6 +133,8 @@ def main():
         if not _ or not k.isidentifier(): ap.error(f'--cifar-set takes NAME=VALUE, got {kv!r}')
         options[k] = ast.literal_eval(v)
     report = {'backend': keras.backend.backend(), 'size': a.size, 'batch': a.batch, 'cpus': os.cpu_count(), 'images_per_s': {}}
+    if report['backend'] == 'jax': # float32 products run as TF32 on NVIDIA tensor cores unless this says 'float32'
+        report['jax_default_matmul_precision'] = os.environ.get('JAX_DEFAULT_MATMUL_PRECISION', 'default')
     def save(): # after each part, so that a run stopped at a time limit keeps what it measured
         if a.json: Path(a.json).write_text(json.dumps(report, indent=1))
     print(f'EfficientNet-Lite0 at {a.size} px, batch {a.batch}, backend {report["backend"]}, {os.cpu_count()} CPUs', flush=True)
