@@ -18,7 +18,7 @@ with the same images as one float32 array.
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
-                              [--cifar-unfreeze all] [--cifar-crop-min 0.5] [--cifar-monitor 0] [--cifar-set NAME=VALUE ...]]
+                              [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0] [--cifar-set NAME=VALUE ...]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -121,7 +121,7 @@ def main():
     ap.add_argument('--cifar-epochs', type=int, default=14)
     ap.add_argument('--cifar-lr', type=float, default=2e-4)
     ap.add_argument('--cifar-unfreeze', default='all')
-    ap.add_argument('--cifar-crop-min', type=float, default=0.5)
+    ap.add_argument('--cifar-crop-min', type=float, default=0.8)
     ap.add_argument('--cifar-monitor', type=int, default=0, metavar='N',
                     help='measure N test images after each epoch (a learning curve; they steer nothing)')
     ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',

@@ -387,7 +387,7 @@ def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` 
               weight_decay:float=1e-2, # AdamW's decoupled weight decay (multiplied by the learning rate)
               batch_size:int=32, # global batch size (split across devices)
               augment:bool=True, # phase 2: lesson 03's random crops, flips, shifts and rotations
-              crop_scale=CROP_SCALE, # phase 2: the random crop's share of the image's area; (0.5, 1) for CIFAR's 32-px images
+              crop_scale=CROP_SCALE, # phase 2: the random crop's share of the image's area; (0.8, 1) for CIFAR's 32-px images
               mirror:bool=True, # a mirror image shows the same class (photos; not digits or text): the head is fitted on features averaged
                                 # with the mirror image's, augmentation flips, and predictions average each image and its mirror image
               mixed_precision:str=None, # None, 'mixed_float16' or 'mixed_bfloat16'
