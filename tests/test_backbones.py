@@ -259,3 +259,29 @@ def test_preprocessing_of_uint8_and_unknown_mode():
     np.testing.assert_array_equal(preprocess_input(x, 'none'), 255.0)
     with pytest.raises(ValueError, match="mode='rgb'"):
         preprocess_input(x, 'rgb')
+
+
+# --- Lite1 and Lite2: the same blocks scaled, their own offline checkpoints ---
+
+@pytest.mark.parametrize('variant, side, widest', [(1, 240, 320), (2, 260, 352)])
+def test_larger_lites_read_their_checkpoints_and_see_the_photos(variant, side, widest):
+    m = B.efficientnet_lite(variant)
+    assert m.input.shape[1] == side and m.name == f'efficientnet_lite{variant}'
+    assert m.get_layer('block20_project_conv').kernel.shape[-1] == widest and 'block21_dwconv' not in [l.name for l in m.layers]
+    photos = bundled_photos()
+    batch = np.stack([resize_center_crop(photos[k], side) for k in ('chelsea', 'coffee')])
+    p = predict_batches(m, preprocess_input(batch, 'tf'))
+    assert p[0, CATS].sum() > 0.75 and p[1].argmax() == 967 # the cat is a cat, the coffee an espresso
+
+
+def test_a_lite_checkpoint_refuses_another_variant(tmp_path):
+    with pytest.raises(ValueError, match=r'efficientnet-lite2-9656183e.pth: .* has shapes'):
+        B.efficientnet_lite(1, weights=B.lite_checkpoint(2))
+    with pytest.raises(ValueError, match=r'efficientnet-lite0-57934424.pth: _blocks.3._depthwise_conv has shapes'):
+        B.efficientnet_lite(2, weights=B.lite_checkpoint(0)) # Lite2's stage 2 has three blocks of 3x3, Lite0's two
+    sd = load_torch_legacy(B.lite_checkpoint(1))
+    for k in [k for k in sd if k.startswith('_blocks.20.')]: del sd[k] # a Lite1 checkpoint without its last block
+    with pytest.raises(ValueError, match=r"short.pth: tensor '_blocks.20.* is missing: not a checkpoint of efficientnet_lite1"):
+        B.efficientnet_lite(1, weights=save_torch_legacy(sd, tmp_path / 'short.pth'))
+    with pytest.raises(ValueError, match='variant in'):
+        B.efficientnet_lite(3, weights=None)

@@ -243,7 +243,7 @@ def demo(out:str='tl_course_demo', backbone:str='efficientnet_lite0') -> str:
 
 # %% ../nbs/10_cli.ipynb #ed906f8a
 _DEFAULT = 'efficientnet_lite0'
-_NAMES = 'vgg16, resnet50, inception_v3, mobilenet_v2, efficientnet_b0, convnext_tiny, efficientnet_lite0'
+_NAMES = 'vgg16, resnet50, inception_v3, mobilenet_v2, efficientnet_b0, convnext_tiny, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2'
 
 def _with_data_args(p):
     "DATA_DIR, where the held-out images come from, and the backbone: the arguments of `probe` and `fit`."
