@@ -18,7 +18,8 @@ with the same images as one float32 array.
     python bench/finetune.py [--size 224] [--batch 32] [--steps 8] [--policies float32,mixed_bfloat16]
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
-                              [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0] [--cifar-set NAME=VALUE ...]]
+                              [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0]
+                              [--cifar-backbone efficientnet_lite0] [--cifar-set NAME=VALUE ...]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -57,7 +58,7 @@ def throughput(size, batch, steps, policy, ours, seed=0):
     return len(x) / float(np.median(times))
 
 
-def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, **options):
+def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientnet_lite0', **options):
     """fine_tune on the train split (phase 2 forced), then accuracy on the test split, one view and mirror-averaged;
     and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images.
     `monitor` > 0: that many test images (a fixed random choice) are also measured after each epoch, one view, to draw
@@ -79,7 +80,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, **options):
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
-        run = T.fine_tune('efficientnet_lite0', (f.files('train'), f.labels('train')), val, classes=f.classes,
+        run = T.fine_tune(backbone, (f.files('train'), f.labels('train')), val, classes=f.classes,
                           epochs_fine=epochs, fine_lr=lr, unfreeze=unfreeze, crop_scale=(crop_min, 1.0), cache=cache, callbacks=[HeadAtPhase2()],
                           **options,
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
@@ -89,10 +90,10 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, **options):
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
     one, mirror = run.views(b)
     t1 = time.time()
-    feats = np.asarray(extract_features(get_backbone('efficientnet_lite0'), f.files('test'), flip='both', cache=False, progress=False))
+    feats = np.asarray(extract_features(get_backbone(backbone), f.files('test'), flip='both', cache=False, progress=False))
     logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
     p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
-    r = {'data': Path(root).name, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
+    r = {'data': Path(root).name, 'backbone': backbone, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
          'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], **options, 'train_seconds': round(seconds),
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
          **({'monitor_images': monitor, 'monitor_accuracy_by_epoch': [round(v, 4) for v in run.history['val_accuracy']]}
@@ -102,7 +103,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, **options):
          'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean()),
          'accuracy_single_view': float((one.argmax(1) == y_test).mean()),
          'accuracy': float(((one + mirror).argmax(1) == y_test).mean())}
-    print(f"fine_tune on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
+    print(f"fine_tune of {backbone} on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
           f"unfrozen from {unfreeze}, crops of {crop_min:g} to 1 of the area{''.join(f', {k}={v}' for k, v in options.items())}): test accuracy {r['accuracy']:.2%} mirror-averaged, {r['accuracy_single_view']:.2%} "
           f"one view, on {r['n_test']} images (the head alone: {r['accuracy_after_head']:.2%}); training "
           f"{r['train_seconds']} s, testing {r['test_seconds']} s", flush=True)
@@ -122,6 +123,7 @@ def main():
     ap.add_argument('--cifar-lr', type=float, default=2e-4)
     ap.add_argument('--cifar-unfreeze', default='all')
     ap.add_argument('--cifar-crop-min', type=float, default=0.8)
+    ap.add_argument('--cifar-backbone', default='efficientnet_lite0', help='a registry name')
     ap.add_argument('--cifar-monitor', type=int, default=0, metavar='N',
                     help='measure N test images after each epoch (a learning curve; they steer nothing)')
     ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',
@@ -174,6 +176,7 @@ def main():
               f'val accuracy by epoch {r["val_accuracy_by_epoch"]}')
         save()
     if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, a.cifar_monitor,
+                                           a.cifar_backbone,
                                            **options)
     print(json.dumps(report))
     save()
