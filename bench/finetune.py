@@ -6,8 +6,9 @@ With `--cifar DIR` (slow: about an hour on 2 CPU cores with the defaults), also 
 5,000 training images with phase 2 forced (`--cifar-epochs`, `--cifar-lr`, `--cifar-unfreeze`, and `--cifar-crop-min`,
 the smallest share of a 32-px image that a random crop keeps; `--cifar-set NAME=VALUE` for any other `fine_tune` argument),
 measured on its 10,000 test images; `--cifar-monitor N` also measures N of them after each epoch, for a learning curve
-(their time counts in the training time). The JSON report is written after each part, so a run stopped at a time
-limit keeps what it had measured.
+(their time counts in the training time); `--cifar-run-dir DIR` checkpoints the CIFAR run after each epoch in DIR, and
+the same command run again resumes it from the last complete epoch (its training time then sums the processes'). The JSON
+report is written after each part, so a run stopped at a time limit keeps what it had measured.
 
 Throughput uses random images (no decoding, so that the step itself is measured) and is timed after one warm-up
 epoch; "ours" is the model compiled as `fine_tune` compiles it (AdamW with warm-up and cosine decay, label
@@ -19,7 +20,7 @@ with the same images as one float32 array.
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
                               [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0]
-                              [--cifar-backbone efficientnet_lite0] [--cifar-set NAME=VALUE ...]]
+                              [--cifar-backbone efficientnet_lite0] [--cifar-set NAME=VALUE ...] [--cifar-run-dir DIR]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -58,15 +59,17 @@ def throughput(size, batch, steps, policy, ours, seed=0):
     return len(x) / float(np.median(times))
 
 
-def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientnet_lite0', **options):
+def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientnet_lite0', run_dir=None, **options):
     """fine_tune on the train split (phase 2 forced), then accuracy on the test split, one view and mirror-averaged;
     and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images.
     `monitor` > 0: that many test images (a fixed random choice) are also measured after each epoch, one view, to draw
-    the learning curve; they steer nothing (no early stopping, no choice of epoch)."""
+    the learning curve; they steer nothing (no early stopping, no choice of epoch). `run_dir`: checkpoints there, and
+    resumes the run it holds; the head after phase 1 is kept there too (head_after_phase1.npz), for a resumed run's figure."""
     import tempfile
     from tl_course.data import load_image_folder
-    from tl_course.features import extract_features
+    from tl_course.features import extract_features, write_atomic
     f = load_image_folder(root)
+    head_file = None if run_dir is None else Path(run_dir) / 'head_after_phase1.npz'
     y_test = np.asarray(f.labels('test'))
     monitor = min(monitor, len(y_test)) # at most the whole test split
     watch = np.sort(np.random.default_rng(0).choice(len(y_test), monitor, replace=False)) if monitor else None
@@ -75,19 +78,30 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     class HeadAtPhase2(keras.callbacks.Callback): # the dense layer as phase 1 left it
         kernel = None
         def on_train_begin(self, logs=None):
-            if HeadAtPhase2.kernel is None:
-                HeadAtPhase2.kernel, HeadAtPhase2.bias = (np.asarray(w) for w in self.model.get_layer('classifier').get_weights())
-                print(f'  cifar phase 1 done after {time.time() - t0:.0f} s; phase 2 starts', flush=True)
+            if HeadAtPhase2.kernel is not None: return
+            if head_file is not None and head_file.exists(): # a resumed run: phase 1 ended in an earlier process
+                load_head(); return
+            HeadAtPhase2.kernel, HeadAtPhase2.bias = (np.asarray(w) for w in self.model.get_layer('classifier').get_weights())
+            if head_file is not None:
+                write_atomic(head_file, lambda p: np.savez(p, kernel=HeadAtPhase2.kernel, bias=HeadAtPhase2.bias))
+            print(f'  cifar phase 1 done after {time.time() - t0:.0f} s; phase 2 starts', flush=True)
+
+    def load_head():
+        with np.load(head_file) as z: HeadAtPhase2.kernel, HeadAtPhase2.bias = z['kernel'], z['bias']
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
         run = T.fine_tune(backbone, (f.files('train'), f.labels('train')), val, classes=f.classes,
                           epochs_fine=epochs, fine_lr=lr, unfreeze=unfreeze, crop_scale=(crop_min, 1.0), cache=cache, callbacks=[HeadAtPhase2()],
-                          **options,
+                          run_dir=run_dir, **options,
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
                                                    f"{r['accuracy']:.1%}" + (f", {monitor} test images {r['val_accuracy']:.1%}"
                                                    if monitor else '') + f", {r['seconds']:.0f} s", flush=True))
-    seconds = time.time() - t0
+    if HeadAtPhase2.kernel is None: # the run had finished training in an earlier process
+        if head_file is None or not head_file.exists(): raise ValueError(f'{run_dir}: no head_after_phase1.npz; start a new run directory')
+        load_head()
+    seconds = run.metrics['seconds'] # all processes' training time, for a resumed run
+    tt = time.time()
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
     one, mirror = run.views(b)
     t1 = time.time()
@@ -99,7 +113,8 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
          **({'monitor_images': monitor, 'monitor_accuracy_by_epoch': [round(v, 4) for v in run.history['val_accuracy']]}
             if monitor else {}),
-         'test_seconds': round(t1 - t0 - seconds),
+         **({'resumed_after_epoch': run.resumed_from} if run.resumed_from is not None else {}),
+         'test_seconds': round(t1 - tt),
          'accuracy_after_head': float((p.mean(1).argmax(1) == y_test).mean()),
          'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean()),
          'accuracy_single_view': float((one.argmax(1) == y_test).mean()),
@@ -127,6 +142,8 @@ def main():
     ap.add_argument('--cifar-backbone', default='efficientnet_lite0', help='a registry name')
     ap.add_argument('--cifar-monitor', type=int, default=0, metavar='N',
                     help='measure N test images after each epoch (a learning curve; they steer nothing)')
+    ap.add_argument('--cifar-run-dir', default=None, metavar='DIR',
+                    help='checkpoint the CIFAR run in DIR after each epoch; the same command again resumes it')
     ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',
                     help="another fine_tune argument for the CIFAR run, a Python literal (repeatable): bn_training=True")
     a = ap.parse_args()
@@ -177,8 +194,7 @@ def main():
               f'val accuracy by epoch {r["val_accuracy_by_epoch"]}')
         save()
     if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, a.cifar_monitor,
-                                           a.cifar_backbone,
-                                           **options)
+                                           a.cifar_backbone, a.cifar_run_dir, **options)
     print(json.dumps(report))
     save()
 
