@@ -153,6 +153,8 @@ def main():
         if not _ or not k.isidentifier(): ap.error(f'--cifar-set takes NAME=VALUE, got {kv!r}')
         options[k] = ast.literal_eval(v)
     report = {'backend': keras.backend.backend(), 'size': a.size, 'batch': a.batch, 'cpus': os.cpu_count(), 'images_per_s': {}}
+    if report['backend'] == 'tensorflow': # TF_ENABLE_ONEDNN_OPTS=0 halved CPU training speed here (Lite2 on CIFAR: ~600 s an epoch, not ~320)
+        report['tf_enable_onednn_opts'] = os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on)')
     if report['backend'] == 'jax': # float32 products run as TF32 on NVIDIA tensor cores unless this says 'float32'
         report['jax_default_matmul_precision'] = os.environ.get('JAX_DEFAULT_MATMUL_PRECISION', 'default')
     def save(): # after each part, so that a run stopped at a time limit keeps what it measured
