@@ -20,7 +20,7 @@ with the same images as one float32 array.
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
                               [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0]
-                              [--cifar-backbone efficientnet_lite0] [--cifar-set NAME=VALUE ...] [--cifar-run-dir DIR]]
+                              [--cifar-backbone efficientnet_lite0[@SIDE]] [--cifar-set NAME=VALUE ...] [--cifar-run-dir DIR]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -68,6 +68,8 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     import tempfile
     from tl_course.data import load_image_folder
     from tl_course.features import extract_features, write_atomic
+    name, _, side = backbone.partition('@') # efficientnet_lite2@300: another input side
+    load = lambda: get_backbone(name, input_size=int(side) if side else None) # fresh ImageNet weights
     f = load_image_folder(root)
     head_file = None if run_dir is None else Path(run_dir) / 'head_after_phase1.npz'
     y_test = np.asarray(f.labels('test'))
@@ -91,7 +93,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
-        run = T.fine_tune(backbone, (f.files('train'), f.labels('train')), val, classes=f.classes,
+        run = T.fine_tune(load(), (f.files('train'), f.labels('train')), val, classes=f.classes,
                           epochs_fine=epochs, fine_lr=lr, unfreeze=unfreeze, crop_scale=(crop_min, 1.0), cache=cache, callbacks=[HeadAtPhase2()],
                           run_dir=run_dir, **options,
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
@@ -105,10 +107,10 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
     one, mirror = run.views(b)
     t1 = time.time()
-    feats = np.asarray(extract_features(get_backbone(backbone), f.files('test'), flip='both', cache=False, progress=False))
+    feats = np.asarray(extract_features(load(), f.files('test'), flip='both', cache=False, progress=False))
     logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
     p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
-    r = {'data': Path(root).name, 'backbone': backbone, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
+    r = {'data': Path(root).name, 'backbone': name, 'input_size': run.backbone.input_size, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
          'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], **options, 'train_seconds': round(seconds),
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
          **({'monitor_images': monitor, 'monitor_accuracy_by_epoch': [round(v, 4) for v in run.history['val_accuracy']]}
@@ -119,7 +121,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
          'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean()),
          'accuracy_single_view': float((one.argmax(1) == y_test).mean()),
          'accuracy': float(((one + mirror).argmax(1) == y_test).mean())}
-    print(f"fine_tune of {backbone} on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
+    print(f"fine_tune of {name} at {r['input_size']} px on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
           f"unfrozen from {unfreeze}, crops of {crop_min:g} to 1 of the area{''.join(f', {k}={v}' for k, v in options.items())}): test accuracy {r['accuracy']:.2%} mirror-averaged, {r['accuracy_single_view']:.2%} "
           f"one view, on {r['n_test']} images (the head alone: {r['accuracy_after_head']:.2%}); training "
           f"{r['train_seconds']} s, testing {r['test_seconds']} s", flush=True)
@@ -139,7 +141,7 @@ def main():
     ap.add_argument('--cifar-lr', type=float, default=2e-4)
     ap.add_argument('--cifar-unfreeze', default='all')
     ap.add_argument('--cifar-crop-min', type=float, default=0.8)
-    ap.add_argument('--cifar-backbone', default='efficientnet_lite0', help='a registry name')
+    ap.add_argument('--cifar-backbone', default='efficientnet_lite0', help='a registry name, optionally @SIDE for another input side')
     ap.add_argument('--cifar-monitor', type=int, default=0, metavar='N',
                     help='measure N test images after each epoch (a learning curve; they steer nothing)')
     ap.add_argument('--cifar-run-dir', default=None, metavar='DIR',
