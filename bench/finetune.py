@@ -79,17 +79,12 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
 
     class HeadAtPhase2(keras.callbacks.Callback): # the dense layer as phase 1 left it
         kernel = None
-        def on_train_begin(self, logs=None):
-            if HeadAtPhase2.kernel is not None: return
-            if head_file is not None and head_file.exists(): # a resumed run: phase 1 ended in an earlier process
-                load_head(); return
+        def on_train_begin(self, logs=None): # a resumed run's head was kept by the process that ran phase 1
+            if HeadAtPhase2.kernel is not None or (head_file is not None and head_file.exists()): return
             HeadAtPhase2.kernel, HeadAtPhase2.bias = (np.asarray(w) for w in self.model.get_layer('classifier').get_weights())
             if head_file is not None:
                 write_atomic(head_file, lambda p: np.savez(p, kernel=HeadAtPhase2.kernel, bias=HeadAtPhase2.bias))
             print(f'  cifar phase 1 done after {time.time() - t0:.0f} s; phase 2 starts', flush=True)
-
-    def load_head():
-        with np.load(head_file) as z: HeadAtPhase2.kernel, HeadAtPhase2.bias = z['kernel'], z['bias']
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as cache:
@@ -99,9 +94,9 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
                                                    f"{r['accuracy']:.1%}" + (f", {monitor} test images {r['val_accuracy']:.1%}"
                                                    if monitor else '') + f", {r['seconds']:.0f} s", flush=True))
-    if HeadAtPhase2.kernel is None: # the run had finished training in an earlier process
+    if HeadAtPhase2.kernel is None: # a resumed run: phase 1 ended in an earlier process
         if head_file is None or not head_file.exists(): raise ValueError(f'{run_dir}: no head_after_phase1.npz; start a new run directory')
-        load_head()
+        with np.load(head_file) as z: HeadAtPhase2.kernel, HeadAtPhase2.bias = z['kernel'], z['bias']
     seconds = run.metrics['seconds'] # all processes' training time, for a resumed run
     tt = time.time()
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
