@@ -20,7 +20,8 @@ with the same images as one float32 array.
                              [--data ../shared/data/hymenoptera_data | --data ''] [--json OUT]
                              [--cifar ../shared/data/cifar10_subset [--cifar-epochs 14] [--cifar-lr 2e-4]
                               [--cifar-unfreeze all] [--cifar-crop-min 0.8] [--cifar-monitor 0]
-                              [--cifar-backbone efficientnet_lite0[@SIDE]] [--cifar-set NAME=VALUE ...] [--cifar-run-dir DIR]]
+                              [--cifar-backbone efficientnet_lite0[@SIDE]] [--cifar-set NAME=VALUE ...] [--cifar-run-dir DIR]
+                              [--cifar-no-head-alone]]
 """
 import argparse, ast, json, os, sys, time
 from pathlib import Path
@@ -59,12 +60,13 @@ def throughput(size, batch, steps, policy, ours, seed=0):
     return len(x) / float(np.median(times))
 
 
-def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientnet_lite0', run_dir=None, **options):
+def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientnet_lite0', run_dir=None, head_alone=True, **options):
     """fine_tune on the train split (phase 2 forced), then accuracy on the test split, one view and mirror-averaged;
     and the test accuracy of the head alone (after phase 1), from the frozen network's features of the test images.
     `monitor` > 0: that many test images (a fixed random choice) are also measured after each epoch, one view, to draw
     the learning curve; they steer nothing (no early stopping, no choice of epoch). `run_dir`: checkpoints there, and
-    resumes the run it holds; the head after phase 1 is kept there too (head_after_phase1.npz), for a resumed run's figure."""
+    resumes the run it holds; the head after phase 1 is kept there too (head_after_phase1.npz), for a resumed run's figure.
+    `head_alone=False`: no head-alone figure (it costs as much as the test itself: the frozen network on both views)."""
     import tempfile
     from tl_course.data import load_image_folder
     from tl_course.features import extract_features, write_atomic
@@ -94,7 +96,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
                           on_epoch=lambda r: print(f"  cifar epoch {r['epoch'] + 1} (phase {r['phase']}): train accuracy "
                                                    f"{r['accuracy']:.1%}" + (f", {monitor} test images {r['val_accuracy']:.1%}"
                                                    if monitor else '') + f", {r['seconds']:.0f} s", flush=True))
-    if HeadAtPhase2.kernel is None: # a resumed run: phase 1 ended in an earlier process
+    if HeadAtPhase2.kernel is None and head_alone: # a resumed run: phase 1 ended in an earlier process
         if head_file is None or not head_file.exists(): raise ValueError(f'{run_dir}: no head_after_phase1.npz; start a new run directory')
         with np.load(head_file) as z: HeadAtPhase2.kernel, HeadAtPhase2.bias = z['kernel'], z['bias']
     seconds = run.metrics['seconds'] # all processes' training time, for a resumed run
@@ -102,9 +104,10 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     b = T.ImageBatches(f.files('test'), y_test, run.backbone.input_size, 64, workers=4)
     one, mirror = run.views(b)
     t1 = time.time()
-    feats = np.asarray(extract_features(load(), f.files('test'), flip='both', cache=False, progress=False))
-    logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
-    p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
+    if head_alone:
+        feats = np.asarray(extract_features(load(), f.files('test'), flip='both', cache=False, progress=False))
+        logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
+        p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
     r = {'data': Path(root).name, 'backbone': name, 'input_size': run.backbone.input_size, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,
          'fine_lr': lr, 'unfreeze': unfreeze, 'crop_scale': [crop_min, 1.0], **options, 'train_seconds': round(seconds),
          'train_accuracy_by_epoch': [round(v, 4) for v in run.history['accuracy']],
@@ -112,13 +115,13 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
             if monitor else {}),
          **({'resumed_after_epoch': run.resumed_from} if run.resumed_from is not None else {}),
          'test_seconds': round(t1 - tt),
-         'accuracy_after_head': float((p.mean(1).argmax(1) == y_test).mean()),
-         'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean()),
+         **({'accuracy_after_head': float((p.mean(1).argmax(1) == y_test).mean()),
+             'accuracy_after_head_single_view': float((p[:, 0].argmax(1) == y_test).mean())} if head_alone else {}),
          'accuracy_single_view': float((one.argmax(1) == y_test).mean()),
          'accuracy': float(((one + mirror).argmax(1) == y_test).mean())}
     print(f"fine_tune of {name} at {r['input_size']} px on {r['data']} ({r['n_train']} training images, phase 2 {epochs} epochs at peak lr {lr:g}, "
           f"unfrozen from {unfreeze}, crops of {crop_min:g} to 1 of the area{''.join(f', {k}={v}' for k, v in options.items())}): test accuracy {r['accuracy']:.2%} mirror-averaged, {r['accuracy_single_view']:.2%} "
-          f"one view, on {r['n_test']} images (the head alone: {r['accuracy_after_head']:.2%}); training "
+          f"one view, on {r['n_test']} images" + (f" (the head alone: {r['accuracy_after_head']:.2%})" if head_alone else '') + "; training "
           f"{r['train_seconds']} s, testing {r['test_seconds']} s", flush=True)
     return r
 
@@ -141,6 +144,8 @@ def main():
                     help='measure N test images after each epoch (a learning curve; they steer nothing)')
     ap.add_argument('--cifar-run-dir', default=None, metavar='DIR',
                     help='checkpoint the CIFAR run in DIR after each epoch; the same command again resumes it')
+    ap.add_argument('--cifar-no-head-alone', action='store_true',
+                    help="skip the head-alone test figure (half the test time: the frozen network on both views)")
     ap.add_argument('--cifar-set', action='append', default=[], metavar='NAME=VALUE',
                     help="another fine_tune argument for the CIFAR run, a Python literal (repeatable): bn_training=True")
     a = ap.parse_args()
@@ -193,7 +198,7 @@ def main():
               f'val accuracy by epoch {r["val_accuracy_by_epoch"]}')
         save()
     if a.cifar: report['cifar'] = cifar(a.cifar, a.cifar_epochs, a.cifar_lr, a.cifar_unfreeze, a.cifar_crop_min, a.cifar_monitor,
-                                           a.cifar_backbone, a.cifar_run_dir, **options)
+                                           a.cifar_backbone, a.cifar_run_dir, not a.cifar_no_head_alone, **options)
     print(json.dumps(report))
     save()
 
