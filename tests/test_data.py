@@ -616,3 +616,85 @@ def test_center_crop_resamples_only_the_box_as_resize_all_then_crop_would(shape)
     top, left = (nh - 224) // 2, (nw - 224) // 2
     diff = np.abs(resize_center_crop(img, 224).astype(int) - full[top:top + 224, left:left + 224])
     assert diff.max() <= 2 and diff.mean() < 0.1, (diff.mean(), diff.max())  # off by one grey level, here and there
+
+
+# --- derived data sets: CIFAR-10's binary archive and DTD's, served on 127.0.0.1 ---
+
+import functools
+from tl_course.datasets import CIFAR10_CLASSES, cifar10_subset, dtd10
+
+
+def fake_cifar_archive(path, per_batch=2, seed=0):
+    "CIFAR-10's binary layout: cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin, 3,073-byte records (label, then pixels per channel)."
+    "Each image a left-right ramp (+0..31) over a colour: red 20 x batch (0-5), green 10 x position in the batch, blue 10 x label."
+    with tarfile.open(path, 'w:gz') as t:
+        for b, m in enumerate([f'data_batch_{i}.bin' for i in range(1, 6)] + ['test_batch.bin']):
+            labels = np.repeat(np.arange(10, dtype=np.uint8), per_batch)
+            rgb = np.stack([np.full(len(labels), 20 * b), 10 * np.arange(len(labels)), 10 * labels], 1)
+            planes = rgb[:, :, None, None] + np.arange(32)[None, None, None, :] + np.zeros((1, 1, 32, 1), int)
+            recs = np.concatenate([labels[:, None], planes.reshape(len(labels), 3072).astype(np.uint8)], 1)
+            info = tarfile.TarInfo(f'cifar-10-batches-bin/{m}'); info.size = recs.nbytes
+            t.addfile(info, io.BytesIO(recs.tobytes()))
+    return path
+
+
+def test_cifar10_subset_downloaded_checked_and_derived(serve_dataset, tmp_path, monkeypatch):
+    register, root, _ = serve_dataset
+    from tl_course.download import file_hash
+    fake_cifar_archive(root / 'cifar-10-binary.tar.gz', per_batch=2)
+    base = root / 'cifar-10-binary.tar.gz'
+    register('cifar-10-binary.tar.gz', folder='cifar10_subset', sha256=file_hash(base, 'md5'))
+    mini = D.DATASETS['mini']
+    monkeypatch.setitem(D.DATASETS, 'mini', ArchiveSpec(mini.url, mini.size, mini.checksum, 'cifar10_subset',
+                                                       functools.partial(cifar10_subset, per_class=3)))
+    folder = load_image_folder(get_dataset('mini', cache_dir=tmp_path / 'c', progress=False))
+    assert folder.classes == sorted(CIFAR10_CLASSES)
+    assert {s: len(v[0]) for s, v in folder.splits.items()} == {'train': 30, 'test': 20}
+    # the first images of each class, in the archive's order: batch 1's two cats (positions 6, 7), then batch 2's first
+    colour = lambda f: load_image(tmp_path / 'c' / 'cifar10_subset' / f).reshape(-1, 3).mean(0).round()
+    for f, want in (('train/cat/0000.jpg', (0, 60, 30)), ('train/cat/0001.jpg', (0, 70, 30)),
+                    ('train/cat/0002.jpg', (20, 60, 30)), ('test/truck/0001.jpg', (100, 190, 90))):
+        assert np.abs(colour(f) - np.add(want, 15.5)).max() <= 3, (f, colour(f))
+    assert not [p for p in cache_files(tmp_path / 'c') if '.part' in p]
+
+
+def test_cifar_archive_with_wrong_checksum_or_layout_leaves_nothing(serve_dataset, tmp_path, monkeypatch):
+    register, root, _ = serve_dataset
+    mini_zip(root / 'mini.zip')
+    register('mini.zip', folder='cifar10_subset')
+    mini = D.DATASETS['mini']
+    monkeypatch.setitem(D.DATASETS, 'mini', ArchiveSpec(mini.url, mini.size, None, 'cifar10_subset', cifar10_subset))
+    with pytest.raises(ValueError, match="not CIFAR-10's binary archive"):
+        get_dataset('mini', cache_dir=tmp_path / 'c', progress=False)
+    assert cache_files(tmp_path / 'c') == []
+    monkeypatch.setitem(D.DATASETS, 'mini', ArchiveSpec(mini.url, mini.size, '0' * 32, 'cifar10_subset', cifar10_subset))
+    with pytest.raises(DownloadError, match='does not match'):
+        get_dataset('mini', cache_dir=tmp_path / 'c', progress=False)
+    assert cache_files(tmp_path / 'c') == []
+
+
+def test_dtd10_derived_from_dtds_layout(tmp_path):
+    with tarfile.open(tmp_path / 'dtd.tar.gz', 'w:gz') as t:
+        for c in ('banded', 'zigzagged', 'blotchy'):
+            for i in range(10):
+                buf = io.BytesIO(); noise(60, 80, seed=i).save(buf, 'JPEG'); data = buf.getvalue()
+                info = tarfile.TarInfo(f'dtd/images/{c}/{c}_{i:04d}.jpg'); info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    folder = load_image_folder(dtd10(tmp_path / 'dtd.tar.gz', tmp_path / 'dtd10', n_classes=2, short=32))
+    assert folder.classes == ['banded', 'blotchy']  # the first two, alphabetically
+    assert {s: len(v[0]) for s, v in folder.splits.items()} == {'train': 8, 'test': 2}  # every 2nd of 10: 5, the 5th to test
+    assert min(load_image(folder.files('test')[0]).shape[:2]) == 32
+
+
+def test_local_copy_first_then_one_line_when_missing(tmp_path, monkeypatch, capsys, closed_port):
+    (tmp_path / 'hymenoptera_data' / 'train' / 'ants').mkdir(parents=True)
+    monkeypatch.setenv('TL_COURSE_DATA', str(tmp_path))
+    assert get_dataset('hymenoptera') == tmp_path / 'hymenoptera_data'  # found, nothing fetched
+    monkeypatch.setitem(D.DATASETS, 'dtd10', ArchiveSpec(f'http://127.0.0.1:{closed_port}/dtd.tar.gz', folder='dtd10'))
+    assert get_dataset('dtd10', missing='skip', progress=False) is None
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and 'dtd10: not found and not downloaded' in out and 'TL_COURSE_DATA' in out
+    with pytest.raises(DownloadError, match='no public download'):
+        get_dataset('aid10')
+    with pytest.raises(ValueError, match="Expected missing to be 'raise' or 'skip'"):
+        get_dataset('aid10', missing='ignore')

@@ -15,7 +15,7 @@ NOISE = re.compile(r'^(WARNING: All log messages before absl::InitializeLog\(\)|
                    r'To enable the following instructions|E0000 .*Unable to register)')
 
 root = Path(__file__).resolve().parent.parent
-paths = [Path(p) for p in sys.argv[1:]] or sorted((root / 'nbs').glob('*.ipynb'))
+paths = [Path(p) for p in sys.argv[1:]] or sorted((root / 'nbs').rglob('*.ipynb'))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 for path in paths:
     nb = nbformat.read(path, as_version=4)
