@@ -37,12 +37,12 @@ def _load_images(paths):
     except ImageError as e: raise CliError(f'{e}') from None
 
 def _spec(name):
-    with _quiet_import(): from tl_course.backbones import backbone_spec
+    with _quiet_import(): from tl_course.registry import backbone_spec
     try: return backbone_spec(name)
     except ValueError as e: raise CliError(f'--backbone: {e}') from None
 
 def _backbone(name):
-    with _quiet_import(): from tl_course.backbones import WeightsUnavailable, get_backbone
+    with _quiet_import(): from tl_course.registry import WeightsUnavailable, get_backbone
     try: return get_backbone(name, include_top=True)
     except WeightsUnavailable as e: raise CliError(str(e), status=1) from None
 
@@ -113,7 +113,7 @@ def _probe_folder(data_dir, val_dir=None, val_split=None):
 
 def _get_backbone(name, **kw):
     _spec(name)
-    with _quiet_import(): from tl_course.backbones import WeightsUnavailable, get_backbone
+    with _quiet_import(): from tl_course.registry import WeightsUnavailable, get_backbone
     try: return get_backbone(name, **kw)
     except WeightsUnavailable as e: raise CliError(str(e), status=1) from None
 

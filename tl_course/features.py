@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import keras
 from .data import ImageError, ImageFolder, load_image, load_image_folder, resize_center_crop
-from .backbones import Backbone, get_backbone, model_call
+from .backbones import model_call
+from .registry import Backbone, get_backbone
 
 # %% ../nbs/06_features.ipynb #358821d1
 def _digest(parts) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import keras
-from .backbones import Backbone, get_backbone, preprocess_input
+from .backbones import preprocess_input
+from .registry import Backbone, get_backbone
 from .data import CROP_SCALE, augment, resize_short_side
 from .features import as_image, data_digest, evaluation_crop, extract_features, fit_probe, pipe_c, write_atomic
 
