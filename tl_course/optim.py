@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['add_bias', 'softmax_regression_grad', 'numerical_gradient', 'relative_error', 'GDRun', 'accuracy', 'gradient_descent',
-           'plot_loss_curves', 'gd_loss_figure', 'loss_curve_explorer']
+           'plot_loss_curves', 'max_curvature', 'gd_loss_figure', 'loss_curve_explorer']
 
 # %% ../nbs/02_optim.ipynb #52f49378
 from typing import NamedTuple
@@ -90,6 +90,19 @@ def plot_loss_curves(runs:dict, # label -> sequence of losses
     if log: ax.set_yscale('log')
     ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_title(title); ax.legend()
     return fig
+
+# %% ../nbs/02_optim.ipynb #fb10b8f8
+def max_curvature(W, # (D, C) weights
+                  X, # (N, D) inputs, with the bias column
+                 ) -> float:
+    "The largest eigenvalue of the Hessian of the mean softmax cross-entropy at `W` (Lanczos on Hessian-vector products)."
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    P = softmax(X @ W)
+    def hvp(v): # the Hessian times a direction v: how the gradient changes along v
+        A = X @ v.reshape(W.shape) # how the logits move along v
+        return (X.T @ (P * A - P * (P * A).sum(1, keepdims=True)) / len(X)).ravel()
+    op = LinearOperator((W.size, W.size), matvec=hvp, dtype=np.float64)
+    return float(eigsh(op, k=1, which='LA', return_eigenvectors=False)[0])
 
 # %% ../nbs/02_optim.ipynb #6fc69c78
 def gd_loss_figure(X, y, # training inputs (with bias column) and integer labels
