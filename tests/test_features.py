@@ -348,7 +348,8 @@ def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
     first = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
     fits = []
     real = F.fit_probe
-    monkeypatch.setattr(F, 'fit_probe', lambda *a, **k: fits.append(k.get('Cs')) or real(*a, **k))
+    import tl_course.probe as PR  # linear_probe's module, where it looks fit_probe up
+    monkeypatch.setattr(PR, 'fit_probe', lambda *a, **k: fits.append(k.get('Cs')) or real(*a, **k))
     again = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
     assert again.metrics['cv_cached'] and not first.metrics['cv_cached']
     assert fits == [(first.metrics['C'],)], 'a cached re-run must fit once, at the C chosen before'

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['KERAS_BASE', 'BACKBONES', 'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable', 'keras_cache_dir',
-           'imagenet_weights_path', 'Backbone', 'get_backbone']
+           'imagenet_weights_path', 'Backbone', 'get_backbone', 'with_pooled_layers']
 
 # %% ../nbs/reference/registry.ipynb #677fac27
-import os
+import os, weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -154,3 +154,21 @@ def get_backbone(name:str, # a name from `list_backbones()`
                          pooling=None if include_top else pooling)
     if weights is not None: load_weights_file(model, str(weights))
     return Backbone(spec, model, size)
+
+# %% ../nbs/reference/registry.ipynb #bed22a70
+_POOLED = weakref.WeakKeyDictionary() # backbone model -> {layer names: Backbone}
+
+def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
+                       layers:tuple, # names of inner layers to pool
+                      ) -> Backbone:
+    "The backbone whose output is its own features followed by the global average of each layer in `layers`."
+    made = _POOLED.setdefault(backbone.model, {})
+    if tuple(layers) in made: return made[tuple(layers)]
+    names = [l.name for l in backbone.model.layers]
+    missing = [l for l in layers if l not in names]
+    if missing: raise ValueError(f'{backbone.name} has no layers {missing}; see [l.name for l in backbone.model.layers]')
+    m = backbone.model
+    pooled = [keras.layers.GlobalAveragePooling2D()(m.get_layer(l).output) for l in layers]
+    model = keras.Model(m.inputs, keras.layers.Concatenate()([m.output] + pooled))
+    made[tuple(layers)] = Backbone(backbone.spec, model, backbone.input_size)
+    return made[tuple(layers)]
