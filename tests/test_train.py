@@ -298,3 +298,25 @@ def test_phase_2_runs_by_default_only_with_enough_images_per_class():
     train, val = digits(per_class=4)
     run = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, cache=False, workers=1)
     assert run.history['phase'] == [1] and run.settings['epochs_fine'] == 0
+
+
+class Killed(Exception): pass
+
+
+@pytest.mark.parametrize('epochs_head', [None, 2]) # the exact head (one row), and a head trained by AdamW (its optimizer saved)
+def test_resume_between_the_phases(tmp_path, epochs_head):
+    "Killed right after phase 1's last checkpoint, before any phase-2 epoch ends: the same call resumes into phase 2."
+    train, val = digits()
+    kw = dict(epochs_head=epochs_head, epochs_fine=2, run_dir=tmp_path / 'run', cache=False, batch_size=6, workers=1)
+    head_rows = 1 if epochs_head is None else epochs_head
+    def kill_after_phase_1(row):
+        if row['phase'] == 1 and row['epoch'] == head_rows - 1: raise Killed
+    with pytest.raises(Killed):
+        T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, on_epoch=kill_after_phase_1, **kw)
+    state, _ = T.read_checkpoint(tmp_path / 'run' / 'checkpoint.npz')
+    assert state['phase'] == 1 and not state['finished']
+    run = T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, **kw)
+    assert run.resumed_from == head_rows - 1
+    assert run.history['phase'] == [1] * head_rows + [2, 2]
+    assert all(run.history[c][:head_rows] == state['history'][c] for c in state['history']), 'phase 1 was run again'
+    assert json.loads((tmp_path / 'run' / 'metrics.json').read_text())['epochs'] == head_rows + 2
