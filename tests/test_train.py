@@ -320,3 +320,15 @@ def test_resume_between_the_phases(tmp_path, epochs_head):
     assert run.history['phase'] == [1] * head_rows + [2, 2]
     assert all(run.history[c][:head_rows] == state['history'][c] for c in state['history']), 'phase 1 was run again'
     assert json.loads((tmp_path / 'run' / 'metrics.json').read_text())['epochs'] == head_rows + 2
+
+
+def test_lr_find_says_when_nothing_falls():
+    "No suggestion where the loss never falls (rates far too small) nor where it is lowest at the sweep's start (the old finder suggested start / 10 there)."
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation='softmax')])
+    (x, y), _ = digits(per_class=2)
+    one_batch = T.ImageBatches(x, y, SIZE, len(y))
+    flat = T.lr_find(model, one_batch, start=1e-12, end=1e-10, steps=8)
+    assert flat['suggestion'] is None and flat['reason'].startswith('no usable descent')
+    assert flat['lr'][0] == 1e-12 and len(flat['lr']) == 8
+    assert T.plot_lr_find(flat).axes[0].get_title().startswith('no usable descent')
