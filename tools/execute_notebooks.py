@@ -1,6 +1,9 @@
 """Run lesson notebooks for real and store their outputs, as they are committed.
 
     python tools/execute_notebooks.py [nbs/05_backbones.ipynb ...]   (default: every notebook in nbs/)
+    KEEP_SLOW=1 python tools/execute_notebooks.py ...   (cells flagged `#| slow` are not run; they keep the outputs of
+                                                         their last real run: for edits after the slow cells, when
+                                                         nothing they compute changed)
 
 Each notebook is executed in place in its own folder (as nbdev-test does); then stderr outputs that consist only
 of TensorFlow's C++ start-up lines (absl, cudart, oneDNN notices, printed whatever TF_CPP_MIN_LOG_LEVEL says) are
@@ -19,7 +22,11 @@ paths = [Path(p) for p in sys.argv[1:]] or sorted((root / 'nbs').rglob('*.ipynb'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 for path in paths:
     nb = nbformat.read(path, as_version=4)
+    slow = {i: (c.source, c.outputs) for i, c in enumerate(nb.cells)
+            if os.environ.get('KEEP_SLOW') and c.cell_type == 'code' and re.search(r'^#\|\s*slow', c.source, re.M)}
+    for i in slow: nb.cells[i].source = ''
     ExecutePreprocessor(timeout=1800, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(path.parent)}})
+    for i, (source, outputs) in slow.items(): nb.cells[i].source, nb.cells[i].outputs = source, outputs
     for cell in nb.cells:
         if cell.cell_type != 'code': continue
         cell.outputs = [o for o in cell.outputs if not (o.get('name') == 'stderr' and
