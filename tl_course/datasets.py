@@ -136,16 +136,22 @@ def dtd10(archive, # DTD's archive (dtd-r1.0.1.tar.gz)
          ) -> Path:
     "The course's texture set: DTD's first `n_classes` categories, every `every`-th image, every 5th of those to test."
     def items():
-        with tarfile.open(archive) as t:
-            members = [m for m in t.getmembers() if m.isfile() and m.name.startswith('dtd/images/') and m.name.endswith('.jpg')]
-            by_class = {}
-            for m in members: by_class.setdefault(m.name.split('/')[2], []).append(m)
-            for cls in sorted(by_class)[:n_classes]:
-                for k, m in enumerate(sorted(by_class[cls], key=lambda m: m.name)[::every]):
-                    with Image.open(t.extractfile(m)) as im:
-                        im = im.convert('RGB'); s = short / min(im.size)
-                        img = np.asarray(im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC))
-                    yield ('test' if k % 5 == 4 else 'train'), cls, Path(m.name).name, img
+        is_image = lambda m: m.isfile() and m.name.startswith('dtd/images/') and m.name.endswith('.jpg')
+        with tarfile.open(archive) as t: names = [m.name for m in t.getmembers() if is_image(m)] # pass 1: the names
+        by_class = {}
+        for n in sorted(names): by_class.setdefault(n.split('/')[2], []).append(n)
+        keep = {n: (cls, 'test' if k % 5 == 4 else 'train') for cls in sorted(by_class)[:n_classes]
+                for k, n in enumerate(by_class[cls][::every])}
+        # pass 2: the kept images in the archive's own order; reading a .tar.gz out of order would decompress it again
+        # from the start for every image that lies before the last one read
+        with tarfile.open(archive, 'r|*') as t:
+            for m in t:
+                if m.name not in keep or not is_image(m): continue
+                with Image.open(t.extractfile(m)) as im:
+                    im = im.convert('RGB'); s = short / min(im.size)
+                    img = np.asarray(im.resize((round(im.width * s), round(im.height * s)), Image.BICUBIC))
+                cls, split = keep[m.name]
+                yield split, cls, Path(m.name).name, img
     try: return _write_folder(dest, items(), quality=90)
     except (KeyError, tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f'{archive}: not DTD\'s archive ({type(e).__name__}: {e})') from None
