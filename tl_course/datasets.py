@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CIFAR10_CLASSES', 'DATASETS', 'OFFLINE_DATASETS', 'ArchiveSpec', 'data_cache_dir', 'extract_archive', 'fetch_dataset',
-           'cifar10_subset', 'dtd10', 'ArrayDataset', 'get_dataset', 'bundled_photos']
+           'cifar10_subset', 'dtd10', 'skip_later_cells', 'ArrayDataset', 'get_dataset', 'bundled_photos']
 
 # %% ../nbs/reference/datasets.ipynb #e6955a1f
 import os, shutil, tarfile, zipfile
@@ -156,6 +156,23 @@ def dtd10(archive, # DTD's archive (dtd-r1.0.1.tar.gz)
     except (KeyError, tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f'{archive}: not DTD\'s archive ({type(e).__name__}: {e})') from None
 
+# %% ../nbs/reference/datasets.ipynb #f96850f6
+class _SkipCell:
+    "An IPython input transformer: the cell's code is replaced by one line that says why it did not run."
+    def __init__(self, reason): self.reason = reason
+    def __call__(self, lines): return [f'print({"skipped: " + self.reason!r})\n']
+
+def skip_later_cells(reason:str # why; None: run the later cells again (removes an earlier skip)
+                    ):
+    """In IPython (Jupyter, `nbdev-test`): every cell run after this one prints `skipped: <reason>` instead of running.
+    A lesson whose data cannot be had stops cleanly instead of failing at its first use; outside IPython, nothing happens.
+    (An input transformer, not an exception: an exception would fail `nbdev-test`, and wrapping each cell in an `if`
+    would hide the lesson's code.)"""
+    try: ip = get_ipython()
+    except NameError: return
+    ip.input_transformers_post[:] = [t for t in ip.input_transformers_post if not isinstance(t, _SkipCell)]
+    if reason is not None: ip.input_transformers_post.append(_SkipCell(reason))
+
 # %% ../nbs/reference/datasets.ipynb #6a8cfcb3
 DATASETS = {
     'hymenoptera': ArchiveSpec('https://download.pytorch.org/tutorial/hymenoptera_data.zip', 47_286_322,
@@ -183,10 +200,12 @@ class ArrayDataset:
 def get_dataset(name:str, # see `OFFLINE_DATASETS`, `DATASETS`, or 'cifar10'
                 cache_dir=None, # where folders are looked for and downloaded to; default `data_cache_dir()`
                 progress:bool=True, # a progress line while downloading
-                missing:str='raise', # when a folder can be neither found nor downloaded: 'raise', or 'skip' (one line, None)
+                missing:str='raise', # when a folder can be neither found nor downloaded: 'raise'; 'skip': one line, None;
+                                     # 'stop': one line, None, and in a notebook the cells run after this one are skipped
                ):
     "A data set by name: an `ArrayDataset` (digits, mnist5k, cifar10), a dict of photos (photos), or a folder Path."
-    if missing not in ('raise', 'skip'): raise ValueError(f"Expected missing to be 'raise' or 'skip'. Received: {missing!r}")
+    if missing not in ('raise', 'skip', 'stop'):
+        raise ValueError(f"Expected missing to be 'raise', 'skip' or 'stop'. Received: {missing!r}")
     if name == 'digits':
         from sklearn.datasets import load_digits
         d = load_digits()
@@ -204,11 +223,15 @@ def get_dataset(name:str, # see `OFFLINE_DATASETS`, `DATASETS`, or 'cifar10'
         return ArrayDataset(np.concatenate([x, xt]), np.concatenate([y, yt]).ravel().astype(np.int64), CIFAR10_CLASSES)
     if name not in DATASETS:
         raise ValueError(f'Unknown data set {name!r}. Expected one of: {", ".join(OFFLINE_DATASETS + tuple(DATASETS) + ("cifar10",))}')
-    try: return fetch_dataset(name, cache_dir, progress)
+    try: path = fetch_dataset(name, cache_dir, progress)
     except (OSError, ValueError) as e:
         if missing == 'raise': raise
-        print(f'{name}: not found and not downloaded ({e}). Cells that need it are skipped; set TL_COURSE_DATA to a folder '
-              f'that holds {DATASETS[name].folder}/ to run them.')
+        print(f'{name}: not found and not downloaded ({e}). {"The cells below are" if missing == "stop" else "Cells that need it are"}'
+              f' skipped; set TL_COURSE_DATA to a folder that holds {DATASETS[name].folder}/ to run them.')
+        if missing == 'stop': skip_later_cells(f'{name} is not here (see the line above where it is loaded)')
+        return None
+    if missing == 'stop': skip_later_cells(None) # found: a notebook re-run after the data arrived runs again
+    return path
 
 # %% ../nbs/reference/datasets.ipynb #d68d9742
 def bundled_photos() -> dict:
