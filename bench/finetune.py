@@ -107,7 +107,7 @@ def cifar(root, epochs, lr, unfreeze, crop_min, monitor=0, backbone='efficientne
     one, mirror = run.views(b)
     t1 = time.time()
     if head_alone:
-        feats = np.asarray(extract_features(load(), f.files('test'), flip='both', cache=False, progress=False))
+        feats = np.asarray(extract_features(load(), f.files('test'), mirror='both', cache=False, progress=False))
         logits = feats @ HeadAtPhase2.kernel + HeadAtPhase2.bias # (N, 2 views, classes): dropout is off at inference
         p = np.exp(logits - logits.max(-1, keepdims=True)); p /= p.sum(-1, keepdims=True)
     r = {'data': Path(root).name, 'backbone': name, 'input_size': run.backbone.input_size, 'n_train': len(f.labels('train')), 'n_test': len(y_test), 'epochs_fine': epochs,

@@ -101,7 +101,7 @@ def test_demo_writes_figure_json_and_table(tmp_path, capsys):
     assert gain['accuracy_efficientnet_lite0_features'] > gain['accuracy_raw_pixels'] + 0.03
     assert f"{gain['accuracy_raw_pixels']:.1%}" in out and 'Transfer' in out
     ft = json.loads((tmp_path / 'run' / 'finetune' / 'metrics.json').read_text())
-    assert (ft['n_train'], ft['n_val'], ft['tta']) == (200, 1000, None) # digits: no mirror averaging
+    assert (ft['n_train'], ft['n_val'], ft['mirror']) == (200, 1000, False) # digits: no mirror averaging
     assert ft['accuracy'] > 0.6 and (tmp_path / 'run' / 'finetune' / 'model.keras').exists() # chance: 10 %
     assert 'Fine-tuning' in out and f"{ft['accuracy']:.1%}" in out
 
@@ -133,7 +133,7 @@ def digit_dirs(tmp_path_factory):
 
 
 def test_probe_json(digit_dirs, tmp_path):
-    r = run('probe', 'split', '--no-flip', '--json', cwd=digit_dirs, env={**os.environ, 'TL_COURSE_CACHE': str(tmp_path)})
+    r = run('probe', 'split', '--no-mirror', '--json', cwd=digit_dirs, env={**os.environ, 'TL_COURSE_CACHE': str(tmp_path)})
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert {'accuracy', 'n_train', 'n_val', 'classes', 'seconds'} <= set(out)
@@ -187,7 +187,7 @@ def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_di
     out = json.loads(r.stdout)
     assert {'accuracy', 'n_train', 'n_val', 'seconds'} <= set(out) and (out['n_train'], out['n_val']) == (45, 60)
     assert out['accuracy'] >= 0.6 and out['epochs'] == 2 and out['evaluated_on'] == 'its val split'
-    assert out['tta'] is None and 'accuracy_single_view' not in out # --no-flip: digits are not mirror images of each other
+    assert out['mirror'] is False and 'accuracy_single_view' not in out # --no-flip (the old name of --no-mirror): digits are not mirror images of each other
     assert 'epoch 1 (head fitted exactly)' in r.stderr and 'epoch 2 (phase 2' in r.stderr
     assert {'model.keras', 'checkpoint.npz', 'history.csv', 'metrics.json', 'learning_curves.png'} <= \
         {p.name for p in (tmp_path / 'run').iterdir()}

@@ -414,6 +414,17 @@ def test_image_batches_training_seeded_and_varied(small_folder):
     assert sorted(labels.tolist()) == sorted(small_folder.labels().tolist())  # every image once per epoch
 
 
+def test_one_pipeline_keeps_a_small_training_image_as_it_is_and_a_large_one_at_the_crop_base():
+    from tl_course.data import base_image
+    small, large = np.asarray(noise(40, 30)), np.asarray(noise(600, 400))
+    np.testing.assert_array_equal(base_image(small, 224, training=True), small) # not enlarged, then resampled again
+    assert base_image(large, 224, training=True).shape[:2] == (384, 256) # short side 224 / 0.875
+    np.testing.assert_array_equal(base_image(small, 32), resize_center_crop(small, 32, 1.0)) # evaluation: the whole short side
+    from tl_course.batches import ImageBatches
+    a = image_batches([small, large], [0, 1], 32, 2, training=True, seed=5)[0][0]
+    np.testing.assert_array_equal(a, ImageBatches([small, large], [0, 1], 32, 2, training=True, seed=5)[0][0].astype(np.float32))
+
+
 def test_image_batches_with_worker_threads(small_folder):
     plain = image_batches(small_folder.files(), small_folder.labels(), 32, 4)
     threaded = image_batches(small_folder.files(), small_folder.labels(), 32, 4, workers=2)
@@ -696,5 +707,7 @@ def test_local_copy_first_then_one_line_when_missing(tmp_path, monkeypatch, caps
     assert out.count('\n') == 1 and 'dtd10: not found and not downloaded' in out and 'TL_COURSE_DATA' in out
     with pytest.raises(DownloadError, match='no public download'):
         get_dataset('aid10')
-    with pytest.raises(ValueError, match="Expected missing to be 'raise' or 'skip'"):
+    with pytest.raises(ValueError, match="Expected missing to be 'raise', 'skip' or 'stop'"):
         get_dataset('aid10', missing='ignore')
+    assert get_dataset('dtd10', missing='stop', progress=False) is None # outside IPython: one line, None, nothing skipped
+    assert 'The cells below are skipped' in capsys.readouterr().out

@@ -43,23 +43,31 @@ def files(tmp_path):
     return [_photo(d / f'{i:02d}.jpg', (30 * i % 255, 120, 200 - 10 * i), i, (40 + 3 * i, 36)) for i in range(11)]
 
 
-def reference(bb, files, crop=0.875, flip=False):
+def reference(bb, files, crop=0.875, mirror=False):
     "Keras's own `model.predict` on the same images: what the extraction must equal."
     x = bb.preprocess(np.stack([resize_center_crop(load_image(f), SIZE, crop) for f in files]).astype(np.float32))
     y = bb.model.predict(x, verbose=0)
-    return (y + bb.model.predict(x[:, :, ::-1], verbose=0)) / 2 if flip else y
+    return (y + bb.model.predict(x[:, :, ::-1], verbose=0)) / 2 if mirror else y
 
 
 @pytest.mark.parametrize('batch_size', [4, 32])
-@pytest.mark.parametrize('flip', [False, True])
-def test_features_equal_model_predict(bb, files, batch_size, flip):
-    got = F.extract_features(bb, files, batch_size=batch_size, flip=flip, cache=False, progress=False)
+@pytest.mark.parametrize('mirror', [False, True])
+def test_features_equal_model_predict(bb, files, batch_size, mirror):
+    got = F.extract_features(bb, files, batch_size=batch_size, mirror=mirror, cache=False, progress=False)
     assert got.shape == (len(files), 1280) and got.dtype == np.float32
-    np.testing.assert_allclose(got, reference(bb, files, flip=flip), atol=2e-5)
+    np.testing.assert_allclose(got, reference(bb, files, mirror=mirror), atol=2e-5)
 
 
-def test_flip_changes_features(bb, files):
-    a, b = (F.extract_features(bb, files, flip=f, cache=False, progress=False) for f in (False, True))
+def test_extraction_and_evaluation_read_the_same_pixels(bb, files):
+    "One pipeline: the features are the model's outputs on the evaluation batches that fine-tuning evaluates on."
+    from tl_course.batches import ImageBatches
+    ev = ImageBatches(files, np.zeros(len(files), np.int64), SIZE, 4, preprocess=bb.preprocess)
+    got = F.extract_features(bb, files, batch_size=4, cache=False, progress=False)
+    np.testing.assert_allclose(got, bb.model.predict(ev, verbose=0), atol=2e-5)
+
+
+def test_mirror_changes_features(bb, files):
+    a, b = (F.extract_features(bb, files, mirror=f, cache=False, progress=False) for f in (False, True))
     assert np.abs(a - b).max() > 1e-3
 
 
@@ -81,15 +89,15 @@ def test_feature_maps_are_refused(files):
 
 
 def test_both_views_kept_apart(bb, files, tmp_path):
-    both = F.extract_features(bb, files, flip='both', cache=tmp_path, progress=False)
+    both = F.extract_features(bb, files, mirror='both', cache=tmp_path, progress=False)
     assert both.shape == (len(files), 2, 1280)
     np.testing.assert_allclose(both[:, 0], reference(bb, files), atol=2e-5)
-    np.testing.assert_allclose(both[:, 1], 2 * reference(bb, files, flip=True) - reference(bb, files), atol=5e-5)
-    np.testing.assert_allclose(np.asarray(both).mean(1), reference(bb, files, flip=True), atol=2e-5)
+    np.testing.assert_allclose(both[:, 1], 2 * reference(bb, files, mirror=True) - reference(bb, files), atol=5e-5)
+    np.testing.assert_allclose(np.asarray(both).mean(1), reference(bb, files, mirror=True), atol=2e-5)
     assert F.cache_path(F.feature_key(bb, files, 'both')) != F.cache_path(F.feature_key(bb, files, True))
-    np.testing.assert_array_equal(F.extract_features(bb, files, flip='both', cache=tmp_path, progress=False), both)
-    with pytest.raises(ValueError, match="flip to be False, True or 'both'"):
-        F.extract_features(bb, files, flip='mirror', cache=False)
+    np.testing.assert_array_equal(F.extract_features(bb, files, mirror='both', cache=tmp_path, progress=False), both)
+    with pytest.raises(ValueError, match="mirror to be False, True or 'both'"):
+        F.extract_features(bb, files, mirror='flip', cache=False)
 
 
 def test_images_smaller_than_the_input_are_kept_whole(bb, tmp_path):
@@ -151,7 +159,7 @@ def _rewrite(f): Path(f).write_bytes(Path(f).read_bytes() + b'\0')  # same pixel
 
 
 @pytest.mark.parametrize('change', ['weights', 'input_size', 'preprocessing', 'pooling', 'mtime', 'size',
-                                    'file_removed', 'order', 'flip', 'crop'])
+                                    'file_removed', 'order', 'mirror', 'crop'])
 def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypatch, change):
     calls, cache = Calls(monkeypatch), tmp_path / 'cache'
     first = F.extract_features(bb, files, cache=cache, progress=False)
@@ -168,7 +176,7 @@ def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypat
     elif change == 'size': _rewrite(fl[3])
     elif change == 'file_removed': fl = fl[:-1]
     elif change == 'order': fl = fl[::-1]
-    elif change == 'flip': kw = {'flip': True}
+    elif change == 'mirror': kw = {'mirror': True}
     elif change == 'crop': kw = {'crop_fraction': 1.0}
     second = F.extract_features(model, fl, cache=cache, progress=False, **kw)
     assert calls.n > n0, f'changing {change} did not start a new extraction'
@@ -176,7 +184,7 @@ def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypat
     if change in ('mtime', 'size'): np.testing.assert_allclose(second, first, atol=2e-5) # same pixels, yet re-read
     if change == 'order': np.testing.assert_allclose(second, first[::-1], atol=2e-5)
     # (at 32 px the last feature map is 1x1, so max and average pooling agree: the key tells them apart anyway)
-    if change in ('weights', 'input_size', 'preprocessing', 'flip', 'crop'): assert np.abs(second - first).max() > 1e-4
+    if change in ('weights', 'input_size', 'preprocessing', 'mirror', 'crop'): assert np.abs(second - first).max() > 1e-4
 
 
 def test_same_build_twice_hits(bb, files, tmp_path, monkeypatch):
@@ -295,7 +303,7 @@ def test_linear_probe_separates_colours(colours, tmp_path):
     p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), power='auto', cache=tmp_path / 'c')
     m = p.metrics
     assert m['accuracy'] == 1.0 and m['n_train'] == 16 and m['n_val'] == 8 and m['classes'] == ['blue', 'red']
-    assert m['eval_split'] == 'val' and m['flip'] is True and m['C'] in F.CS
+    assert m['eval_split'] == 'val' and m['mirror'] is True and m['C'] in F.CS
     cv = m['cv_accuracy_by_features']
     assert list(cv) == ['head', 'head+block10_add', 'head, signed power 0.5', 'head+block10_add, signed power 0.5']
     assert m['features_from'] == max(cv, key=cv.get) and m['power'] == (0.5 if 'power' in m['features_from'] else 1)
@@ -408,3 +416,20 @@ def test_probe_never_sees_the_evaluation_labels(colours, tmp_path):
     assert F.pipe_c(a.pipeline) == F.pipe_c(b.pipeline) == a.metrics['C']
     np.testing.assert_allclose(ca.coef_, cb.coef_, rtol=1e-6)
     assert (a.metrics['accuracy'], b.metrics['accuracy']) == (1.0, 0.0)
+
+
+def test_the_probe_fits_in_the_span_of_its_rows_and_finds_what_a_plain_fit_finds():
+    "The representer theorem: with fewer rows than features, the L2 logistic fit in the rows' span is the plain fit."
+    import warnings
+    from sklearn.linear_model import LogisticRegressionCV
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 200)) + np.eye(3)[y] @ rng.normal(size=(3, 200)) * 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ours = F._logistic(F.CS, 5, 0, 5000).fit(x, y)
+        plain = LogisticRegressionCV(**ours.get_params()).fit(x, y) # the same settings, the plain fit
+    assert isinstance(ours, F._RowSpan) and ours.coef_.shape == (3, 200) and ours.n_features_in_ == 200
+    assert np.ravel(ours.C_)[0] == np.ravel(plain.C_)[0]
+    np.testing.assert_allclose(ours.coef_, plain.coef_, atol=2e-3 * np.abs(plain.coef_).max())
+    np.testing.assert_allclose(ours.predict_proba(x[:7]), plain.predict_proba(x[:7]), atol=2e-3)

@@ -172,11 +172,11 @@ def test_predictions_average_each_image_and_its_mirror_image(tiny_run):
     assert np.abs(one - other).max() > 1e-4, 'the mirror images must give other probabilities, else the test proves nothing'
     np.testing.assert_allclose(run.predict(val[0]), (one + other) / 2, atol=1e-6)
     m = run.metrics
-    assert m['tta'] == 'flip' and m['accuracy'] == ((one + other).argmax(1) == val[1]).mean()
+    assert m['mirror'] is True and m['accuracy'] == ((one + other).argmax(1) == val[1]).mean()
     assert m['accuracy_single_view'] == (one.argmax(1) == val[1]).mean()
-    run.tta = False
+    run.mirror = False
     try: np.testing.assert_allclose(run.predict(val[0]), one, atol=1e-6)
-    finally: run.tta = True
+    finally: run.mirror = True
 
 
 def test_a_finished_run_is_not_trained_again(tiny_run):

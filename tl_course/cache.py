@@ -60,13 +60,13 @@ def features_cache_dir() -> Path:
 
 def feature_key(backbone:Backbone, # the network that makes the features
                 data, # image paths, or an (N, H, W, 3) uint8 array
-                flip=False, # see `extract_features`
+                mirror=False, # see `extract_features`
                 crop_fraction:float=0.875, # see `resize_center_crop`
                ) -> dict:
     "Everything that changes the features of `data`: the cache entry's key."
     return {'format': FEATURES_FORMAT, 'backbone': backbone.name, 'weights': weights_digest(backbone.model),
             'architecture': architecture_digest(backbone.model), 'input_size': backbone.input_size,
-            'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'flip': flip if flip == 'both' else bool(flip),
+            'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'mirror': mirror if mirror == 'both' else bool(mirror),
             'n': len(data), 'data': data_digest(data)}
 
 def _cache_folder(cache) -> Path:
@@ -107,7 +107,7 @@ def _read_cached(path, shape):
 
 def feature_entry(backbone, # the network that makes the features
                   data, # image paths, or an (N, H, W, 3) uint8 array
-                  flip, crop_fraction, # see `extract_features`
+                  mirror, crop_fraction, # see `extract_features`
                   shape:tuple, # the features' shape
                   cache=True, # True: `features_cache_dir()`; a folder; False: no cache
                   max_memory:int=2**30, # without a cache, results larger than this go to a temporary file
@@ -117,7 +117,7 @@ def feature_entry(backbone, # the network that makes the features
         big = np.prod(shape) * 4 > max_memory
         out = np.memmap(tempfile.TemporaryFile(), dtype=np.float32, mode='w+', shape=shape) if big else np.empty(shape, np.float32)
         return None, out, lambda: out, lambda: None
-    path = cache_path(feature_key(backbone, data, flip, crop_fraction), _cache_folder(cache))
+    path = cache_path(feature_key(backbone, data, mirror, crop_fraction), _cache_folder(cache))
     hit = _read_cached(path, shape) if path.exists() else None
     if hit is not None: return hit, None, None, None
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -118,12 +118,12 @@ def _get_backbone(name, **kw):
     except WeightsUnavailable as e: raise CliError(str(e), status=1) from None
 
 def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='efficientnet_lite0',
-          pca:int=None, lda:bool=False, flip:bool=True, cache:bool=True, as_json:bool=False) -> str:
+          pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False) -> str:
     "The `probe` verb: a linear classifier on a pretrained network's features, measured on held-out images."
     folder, source = _probe_folder(data_dir, val_dir, val_split)
     bb = _get_backbone(backbone)
     from tl_course.features import linear_probe
-    p = linear_probe(folder, bb, selection='pca' if pca else 'lda' if lda else None, n_components=pca, flip=flip,
+    p = linear_probe(folder, bb, selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror,
                      cache=cache, progress=sys.stderr.isatty())
     m = {'data_dir': str(data_dir), **p.metrics, 'evaluated_on': source,
          'bad_files': [{'file': str(f), 'reason': r} for f, r in folder.bad]}
@@ -132,7 +132,7 @@ def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='ef
     sel = {None: '', 'pca': f', PCA to {m["features"]}', 'lda': f', LDA to {m["features"]}'}[m['selection']]
     return '\n'.join([
         f'{data_dir}: linear probe on {m["backbone"]} features ({m["features_from"]}'
-        f'{", mirror-averaged" if flip else ""}{sel})',
+        f'{", mirror-averaged" if mirror else ""}{sel})',
         f'  accuracy {m["accuracy"]:.1%} on {m["n_val"]} images: {source}',
         *([f'  per class: {per}'] if len(m['classes']) <= 12 else []),
         f'  trained on {m["n_train"]} images of {len(m["classes"])} classes; C = {m["C"]:.3g} by cross-validation on '
@@ -173,7 +173,7 @@ def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='effi
         f'{data_dir}: {bb.name} fine-tuned, {m["epochs"]} epochs'
         + (f' (resumed after epoch {m["resumed_from"] + 1})' if m['resumed_from'] is not None else ''),
         f'  accuracy {m["accuracy"]:.1%} on {m["n_val"]} images: {source}'
-        + (f' (each image averaged with its mirror image; {m["accuracy_single_view"]:.1%} without)' if m['tta'] else ''),
+        + (f' (each image averaged with its mirror image; {m["accuracy_single_view"]:.1%} without)' if m['mirror'] else ''),
         *([f'  per class: {per}'] if len(m['classes']) <= 12 else []),
         f'  {m["seconds"]:.0f} s; wrote {out}/model.keras, metrics.json, history.csv, learning_curves.png'
         + (f'; {len(folder.bad)} bad files skipped (--json lists them)' if folder.bad else '')])
@@ -195,7 +195,7 @@ def transfer_demo(backbone:str='efficientnet_lite0', per_class:int=20, n_test:in
     d, train, test = _mnist_split(per_class, n_test, seed)
     pixels = d.x[..., 0].reshape(len(d.x), -1).astype(np.float32)
     # no mirror averaging: a mirrored digit is another shape (or no digit at all)
-    feats = extract_features(bb, d.x[np.r_[train, test]], flip=False, progress=False)
+    feats = extract_features(bb, d.x[np.r_[train, test]], mirror=False, progress=False)
     ftr, fte = feats[:len(train)], feats[len(train):]
     score = lambda xtr, xte: float((fit_probe(xtr, d.y[train], seed=seed).predict(xte) == d.y[test]).mean())
     return {'data': 'mnist5k', 'labels_per_class': per_class, 'n_train': len(train), 'n_test': len(test),
@@ -271,7 +271,7 @@ def _parser():
     sel = pb.add_mutually_exclusive_group()
     sel.add_argument('--pca', type=int, metavar='N', help='keep N principal components')
     sel.add_argument('--lda', action='store_true', help='project with shrinkage LDA (classes - 1 dimensions)')
-    pb.add_argument('--no-flip', action='store_true', help='do not average features with the mirror image (text, digits)')
+    pb.add_argument('--no-mirror', '--no-flip', dest='no_mirror', action='store_true', help='do not average features with the mirror image (text, digits)')
     pb.add_argument('--no-cache', action='store_true', help='extract features again instead of reusing cached ones')
     pb.add_argument('--json', action='store_true', help='print one JSON object')
     ft = _with_data_args(sub.add_parser('fit', help='fine-tune a pretrained network on a folder (two phases); resumes an unfinished run'))
@@ -281,7 +281,7 @@ def _parser():
                     help='epochs with the top of the network unfrozen (default 4 when every class has at least 300 '
                          'training images, else 0: on fewer, unfreezing lowered accuracy in lesson 07)')
     ft.add_argument('--input-size', type=int, metavar='PX', help="the network's input side (default: the backbone's own)")
-    ft.add_argument('--no-flip', action='store_true',
+    ft.add_argument('--no-mirror', '--no-flip', dest='no_mirror', action='store_true',
                     help='a mirror image is another class (text, digits): no flips in training, no mirror averaging')
     ft.add_argument('--out', default='tl_course_run', metavar='RUN_DIR',
                     help='where the model, checkpoint, history, metrics and figures go (default tl_course_run); '
@@ -303,12 +303,12 @@ def main(argv:list=None) -> int:
         elif args.verb == 'probe':
             if args.pca is not None and args.pca < 1: raise CliError(f'--pca must be at least 1, received {args.pca}')
             print(probe(args.data_dir, args.val_dir, args.val_split, args.backbone, args.pca, args.lda,
-                        not args.no_flip, not args.no_cache, args.json))
+                        not args.no_mirror, not args.no_cache, args.json))
         elif args.verb == 'fit':
             if (args.epochs_fine is not None and args.epochs_fine < 0) or (args.epochs_head is not None and args.epochs_head < 1):
                 raise CliError('--epochs-head must be at least 1 and --epochs-fine at least 0')
             print(fit(args.data_dir, args.val_dir, args.val_split, args.backbone, args.epochs_head, args.epochs_fine,
-                      args.out, args.input_size, args.json, not args.no_flip))
+                      args.out, args.input_size, args.json, not args.no_mirror))
         elif args.verb == 'demo': print(demo(args.out, args.backbone))
     except CliError as e:
         print(f'tl-course: error: {e}', file=sys.stderr)

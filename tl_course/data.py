@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CROP_SCALE', 'resize_center_crop', 'evaluation_crop', 'as_image', 'resize_short_side', 'random_resized_crop',
-           'random_flip', 'translate', 'random_translate', 'random_rotate', 'augment', 'image_batches', 'tf_dataset']
+           'random_flip', 'translate', 'random_translate', 'random_rotate', 'augment', 'base_image']
 
 # %% ../nbs/03_data.ipynb #19f4c0af
 import os
@@ -103,63 +103,22 @@ def augment(base:np.ndarray, # a base image (short side `size / crop_fraction`)
     return random_rotate(random_translate(random_flip(img, rng) if flip else img, rng), rng)
 
 # %% ../nbs/03_data.ipynb #908b9ef9
-def _base_image(path, size, training, crop_fraction=0.875):
-    "Decoded image ready for batching (evaluation) or for augmentation (training)."
-    img = load_image(path)
-    return resize_short_side(img, round(size / crop_fraction)) if training else resize_center_crop(img, size, crop_fraction)
+def base_image(item, # an image path, or an (H, W, 3) uint8 array
+               size:int, # the network's input side
+               training:bool=False, # True: the base that `augment` cuts random crops from; False: the evaluation crop
+               crop_fraction:float=0.875, # see `evaluation_crop`
+              ) -> np.ndarray:
+    """What the pipeline keeps of an image. Evaluation: `evaluation_crop`, the network's exact input. Training: the
+    image resized so that its short side is `size / crop_fraction` (256 for 224), never enlarged: `augment` resizes its
+    random crop to `size` anyway, and enlarging first would only resample the pixels twice."""
+    img = as_image(item)
+    if not training: return evaluation_crop(img, size, crop_fraction)
+    short = round(size / crop_fraction)
+    return resize_short_side(img, short) if min(img.shape[:2]) > short else img
 
-def image_batches(files, # image paths
-                  labels, # int labels
-                  size:int=224, # output side
-                  batch_size:int=32,
-                  training:bool=False, # augment and shuffle
-                  preprocess=None, # batch normalisation, e.g. a backbone's `preprocess`; None: float32 0..255
-                  seed:int=0, # shuffling and augmentation
-                  **pydataset_kw, # workers, use_multiprocessing, max_queue_size for keras.utils.PyDataset
-                 ):
-    "A `keras.utils.PyDataset` of (images, labels) batches: backend-neutral, no TensorFlow import."
-    import keras
-    class _ImageBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(**pydataset_kw)
-            self.files, self.labels = list(files), np.asarray(labels, dtype=np.int64)
-            self.epoch, self.order = 0, np.arange(len(self.files))
-            self._shuffle()
-        def _shuffle(self):
-            if training: self.order = np.random.default_rng([seed, self.epoch]).permutation(len(self.files))
-        def __len__(self): return -(-len(self.files) // batch_size)
-        def __getitem__(self, i):
-            idx = self.order[i * batch_size:(i + 1) * batch_size]
-            imgs = []
-            for j in idx:
-                img = _base_image(self.files[j], size, training)
-                if training: img = augment(img, size, np.random.default_rng([seed, self.epoch, int(j)]))
-                imgs.append(img)
-            x = np.stack(imgs).astype(np.float32)
-            return (preprocess(x) if preprocess else x), self.labels[idx]
-        def on_epoch_end(self):
-            self.epoch += 1; self._shuffle()
-    return _ImageBatches()
-
-def tf_dataset(files, labels, size:int=224, batch_size:int=32, training:bool=False, preprocess=None, seed:int=0,
-               cache:bool=True, # keep decoded base images in memory after the first epoch
-               ):
-    "The same batches as `image_batches`, as a `tf.data.Dataset` (parallel decode, cache, prefetch); TensorFlow only."
-    import tensorflow as tf
-    files = [str(f) for f in files]
-    AUTO = tf.data.AUTOTUNE
-    ds = tf.data.Dataset.from_tensor_slices((files, np.asarray(labels, np.int64)))
-    ds = ds.map(lambda p, y: (tf.numpy_function(lambda q: _base_image(q.decode(), size, training), [p], tf.uint8), y),
-                num_parallel_calls=AUTO, deterministic=True)
-    if cache: ds = ds.cache()
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (tf.numpy_function(lambda im, k: augment(im, size, np.random.default_rng(int(k) & (2**63 - 1))),
-                                             [xy[0], s], tf.uint8), xy[1]),
-            num_parallel_calls=AUTO, deterministic=True)
-    ds = ds.map(lambda x, y: (tf.ensure_shape(x, (size, size, 3)), y)).batch(batch_size)
-    ds = ds.map(lambda x, y: ((preprocess(tf.cast(x, tf.float32)) if preprocess else tf.cast(x, tf.float32)), y),
-                num_parallel_calls=AUTO)
-    return ds.prefetch(AUTO)
+def __getattr__(name):
+    "The pipeline, `ImageBatches`, and its older names `image_batches` and `tf_dataset`, live in `tl_course.batches`: importable from here as before."
+    if name in ('ImageBatches', 'image_batches', 'tf_dataset'):
+        from . import batches
+        return getattr(batches, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -156,7 +156,7 @@ def dtd10(archive, # DTD's archive (dtd-r1.0.1.tar.gz)
     except (KeyError, tarfile.TarError, EOFError, OSError) as e:
         raise ValueError(f'{archive}: not DTD\'s archive ({type(e).__name__}: {e})') from None
 
-# %% ../nbs/reference/datasets.ipynb #f96850f6
+# %% ../nbs/reference/datasets.ipynb #c4700300
 class _SkipCell:
     "An IPython input transformer: the cell's code is replaced by one line that says why it did not run."
     def __init__(self, reason): self.reason = reason

@@ -10,16 +10,14 @@ import inspect, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import keras
-from .data import evaluation_crop, as_image
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from .batches import ImageBatches
 from .backbones import model_call
 from .registry import Backbone, get_backbone, with_pooled_layers
 # the cache (fingerprints, atomic writes) and the probe in one call live in reference modules; importable from here
 from .cache import *
 
 # %% ../nbs/06_features.ipynb #77178b1e
-def _prepare(item, size, crop_fraction):
-    return evaluation_crop(as_image(item), size, crop_fraction)
-
 def _progress_line(label, done, total, t0):
     rate = done / max(time.time() - t0, 1e-9)
     sys.stderr.write(f'\r  {label}: {done}/{total} images  {rate:.0f} images/s'); sys.stderr.flush()
@@ -28,17 +26,17 @@ def _progress_line(label, done, total, t0):
 def extract_features(backbone, # a `Backbone` built without its top (pooled), or a registry name
                      data, # image paths, or an (N, H, W, 3) uint8 array
                      batch_size:int=32, # images per compiled call
-                     flip=False, # True: average each image's features with its mirror image's; 'both': keep both, (N, 2, D)
+                     mirror=False, # True: average each image's features with its mirror image's; 'both': keep both, (N, 2, D)
                      crop_fraction:float=0.875, # see `resize_center_crop`; 1 keeps the whole short side (images smaller
                                                 # than the input always keep it)
                      cache=True, # True: `features_cache_dir()`; a folder; False: no cache
                      progress:bool=True, # a progress line on stderr
-                     workers:int=4, # threads decoding images ahead of the network
+                     workers:int=4, # batches decoded ahead of the network, in threads
                      max_memory:int=2**30, # without a cache, results larger than this many bytes go to a temporary file
                      extra_layers:tuple=(), # inner layers whose outputs are average-pooled and appended (e.g. the cut layer)
                     ) -> np.ndarray:
     "The `(N, feature_size)` float32 features of `data`: batched through the compiled call, streamed to disk, cached."
-    if flip not in (False, True, 'both'): raise ValueError(f"Expected flip to be False, True or 'both'. Received: {flip!r}")
+    if mirror not in (False, True, 'both'): raise ValueError(f"Expected mirror to be False, True or 'both'. Received: {mirror!r}")
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     if len(bb.model.output.shape) != 2:
         raise ValueError(f'{bb.name}: the model gives {tuple(bb.model.output.shape)} outputs, not one vector per image; '
@@ -47,30 +45,28 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
     if isinstance(data, np.ndarray) and (data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8):
         raise ValueError(f'Expected images as an (N, H, W, 3) uint8 array. Received: {data.dtype} {data.shape}')
     n, dim = len(data), int(bb.model.output.shape[-1])
-    shape = (n, 2, dim) if flip == 'both' else (n, dim)
+    shape = (n, 2, dim) if mirror == 'both' else (n, dim)
     if n == 0: return np.zeros(shape, np.float32)
-    hit, out, commit, discard = feature_entry(bb, data, flip, crop_fraction, shape, cache, max_memory)
+    hit, out, commit, discard = feature_entry(bb, data, mirror, crop_fraction, shape, cache, max_memory)
     if hit is not None: return hit
-    bs = min(batch_size, n)
-    call, size = model_call(bb.model), bb.input_size
-    prep = lambda j: _prepare(data[j], size, crop_fraction)
-    batches = [range(i, min(i + bs, n)) for i in range(0, n, bs)]
+    bs, call = min(batch_size, n), model_call(bb.model)
+    # lesson 03's pipeline: the evaluation crops, in order; nothing kept in memory, since each image is read once
+    batches = ImageBatches(data, np.zeros(n, np.int64), bb.input_size, bs, crop_fraction=crop_fraction, max_cache_bytes=0)
     t0 = last = time.time()
     try:
         with ThreadPoolExecutor(workers) as ex:
-            ahead = [[ex.submit(prep, j) for j in b] for b in batches[:2]] # decode two batches ahead of the network
-            for k, b in enumerate(batches):
-                imgs = np.stack([f.result() for f in ahead.pop(0)])
-                if k + 2 < len(batches): ahead.append([ex.submit(prep, j) for j in batches[k + 2]])
-                x = bb.preprocess(imgs.astype(np.float32))
-                m = len(x)
+            ahead = [ex.submit(batches.__getitem__, k) for k in range(min(workers, len(batches)))]
+            for k in range(len(batches)):
+                imgs = ahead.pop(0).result()[0]
+                if k + workers < len(batches): ahead.append(ex.submit(batches.__getitem__, k + workers))
+                x, m, at = bb.preprocess(imgs.astype(np.float32)), len(imgs), slice(k * bs, k * bs + len(imgs))
                 if m < bs: x = np.concatenate([x, np.zeros((bs - m,) + x.shape[1:], x.dtype)]) # one shape, one trace
-                if flip: x = np.concatenate([x, x[:, :, ::-1]])
+                if mirror: x = np.concatenate([x, x[:, :, ::-1]])
                 y = call(x)
-                if flip == 'both': out[b.start:b.stop] = np.stack([y[:m], y[bs:bs + m]], 1)
-                else: out[b.start:b.stop] = (y[:m] + y[bs:bs + m]) / 2 if flip else y[:m]
-                if progress and (time.time() - last > 0.5 or b.stop == n):
-                    _progress_line(f'{bb.name} features', b.stop, n, t0); last = time.time()
+                if mirror == 'both': out[at] = np.stack([y[:m], y[bs:bs + m]], 1)
+                else: out[at] = (y[:m] + y[bs:bs + m]) / 2 if mirror else y[:m]
+                if progress and (time.time() - last > 0.5 or at.stop == n):
+                    _progress_line(f'{bb.name} features', at.stop, n, t0); last = time.time()
         if progress: sys.stderr.write('\n')
     except BaseException:
         discard(); raise
@@ -79,15 +75,29 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
 # %% ../nbs/06_features.ipynb #e6818803
 CS = tuple(np.logspace(-4, 0, 9)) # inverse regularisation strengths tried by cross-validation (standardised inputs)
 
-def _logistic_cv(Cs, cv, seed, max_iter):
-    "LogisticRegressionCV with plain L2 and accuracy scoring, spelled so that no scikit-learn version warns."
-    from sklearn.linear_model import LogisticRegressionCV
+class _RowSpan:
+    "With fewer rows than features, fit on the rows' coordinates in their span: the same weights, faster (see below)."
+    def fit(self, X, y, **kw):
+        X = np.asarray(X, np.float64)
+        if X.shape[0] >= X.shape[1]: return super().fit(X, y, **kw)
+        _, s, vt = np.linalg.svd(X, full_matrices=False)
+        basis = vt[s > s[0] * 1e-10] # an orthonormal basis of the rows' span
+        super().fit(X @ basis.T, y, **kw)
+        self.coef_, self.n_features_in_ = self.coef_ @ basis, X.shape[1]
+        return self
+
+class _SpanLogistic(_RowSpan, LogisticRegression): pass
+class _SpanLogisticCV(_RowSpan, LogisticRegressionCV): pass
+
+def _logistic(Cs, cv, seed, max_iter):
+    "Logistic regression with plain L2: C by cross-validation (accuracy) among `Cs`, or the one C given; no version warns."
     from sklearn.model_selection import StratifiedKFold
+    if len(Cs) == 1: return _SpanLogistic(C=float(Cs[0]), max_iter=max_iter)
     kw = dict(Cs=list(Cs), cv=StratifiedKFold(cv, shuffle=True, random_state=seed), max_iter=max_iter)
     params = inspect.signature(LogisticRegressionCV).parameters
     if 'l1_ratios' in params: kw['l1_ratios'] = (0.0,)
     if 'use_legacy_attributes' in params: kw['use_legacy_attributes'] = False
-    return LogisticRegressionCV(scoring='accuracy', **kw)
+    return _SpanLogisticCV(scoring='accuracy', **kw)
 
 def _cv_scores(clf) -> np.ndarray:
     "Cross-validation accuracy as (folds, Cs), whatever layout this scikit-learn version keeps."
@@ -122,10 +132,7 @@ def probe_pipeline(selection:str=None, # None, 'pca' or 'lda'
                                                         shrinkage=shrinkage, n_components=n_components)))
     elif selection is not None:
         raise ValueError(f"Expected selection to be None, 'pca' or 'lda'. Received: selection={selection!r}")
-    if len(Cs) == 1: # one C: nothing to choose, so no cross-validation
-        from sklearn.linear_model import LogisticRegression
-        steps.append(('classifier', LogisticRegression(C=float(Cs[0]), max_iter=max_iter)))
-    else: steps.append(('classifier', _logistic_cv(Cs, cv, seed, max_iter)))
+    steps.append(('classifier', _logistic(Cs, cv, seed, max_iter))) # one C: nothing to choose, so no cross-validation
     return Pipeline(steps)
 
 # %% ../nbs/06_features.ipynb #5d4b3e71

@@ -29,7 +29,7 @@ class Probe:
 
     def features(self, files, **kw) -> np.ndarray:
         "The features this probe takes, for image files (extracted, and cached, as for training)."
-        x = extract_features(self.backbone, files, flip=self.metrics['flip'], extra_layers=self.extra_layers,
+        x = extract_features(self.backbone, files, mirror=self.metrics['mirror'], extra_layers=self.extra_layers,
                              **{'progress': False, **kw}) # the same cache entry as the features it was trained on
         return x if self.columns is None else x[:, :self.columns]
 
@@ -47,7 +47,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
                  backbone='efficientnet_lite0', # a registry name or a `Backbone`
                  selection:str=None, # None, 'pca' or 'lda' (see `probe_pipeline`)
                  n_components=None, # for PCA or LDA
-                 flip:bool=True, # average features with the mirror image's (train and evaluation)
+                 mirror:bool=True, # average features with the mirror image's (train and evaluation)
                  mid_level='auto', # append the pooled cut layer: True, False, or 'auto' (kept if CV on train prefers it)
                  power=1, # `signed_power` exponent: a number (1: none), or 'auto' (0.5 if CV on train prefers it to 1)
                  val_split:float=None, # for a folder path with no val/test split
@@ -62,7 +62,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
     split = eval_split(folder)
     bb = get_backbone(backbone) if isinstance(backbone, str) else backbone
     layers = () if mid_level is False else (bb.cut_layer,)
-    ex = dict(flip=flip, cache=cache, progress=progress, extra_layers=layers)
+    ex = dict(mirror=mirror, cache=cache, progress=progress, extra_layers=layers)
     xtr, xval = extract_features(bb, folder.files('train'), **ex), extract_features(bb, folder.files(split), **ex)
     t1 = time.time()
     head = int(bb.model.output.shape[-1])
@@ -91,7 +91,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
     if memo and not reuse: write_atomic(memo, lambda p: p.write_text(json.dumps({'best': best, 'C': C, 'cv': cv})))
     y, pred = folder.labels(split), pipe.predict(xval[:, cols])
     metrics = {'accuracy': float((pred == y).mean()), 'n_train': len(xtr), 'n_val': len(xval), 'eval_split': split,
-               'classes': list(folder.classes), 'backbone': bb.name, 'input_size': bb.input_size, 'flip': flip,
+               'classes': list(folder.classes), 'backbone': bb.name, 'input_size': bb.input_size, 'mirror': mirror,
                'features_from': best, 'power': p, 'selection': selection, 'features': int(pipe[:-1].transform(xtr[:2, cols]).shape[1]),
                'C': C, 'cv_accuracy': cv[best], 'cv_accuracy_by_features': cv, 'cv_cached': reuse,
                'per_class_accuracy': {c: float((pred[y == i] == i).mean()) for i, c in enumerate(folder.classes) if (y == i).any()},

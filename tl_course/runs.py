@@ -131,7 +131,7 @@ class FineTuneRun:
     resumed_from:int = None # the epoch a resumed run started after (None: a fresh run)
     on_epoch:object = None # called with each new history row
     writes:bool = True # False on the workers of a multi-worker run other than the chief: they train, the chief writes
-    tta:bool = True # predictions average each image's and its mirror image's (flip test-time augmentation)
+    mirror:bool = True # predictions average each image's and its mirror image's (test-time augmentation)
     options:dict = field(default_factory=dict) # `fine_tune_options`, all of them
     source:Backbone = None # the backbone as given, whose features phase 1 reads
     train:tuple = None # (images, int64 labels)
@@ -216,21 +216,21 @@ class FineTuneRun:
         if phase == 1: self.checkpoint = None # phase 1 done in this process: phase 2 starts from the weights in memory
 
     def views(self, batches:ImageBatches) -> list:
-        "The model's probabilities for evaluation `batches` and, when `tta`, for their mirror images: a list of (N, classes) arrays."
+        "The model's probabilities for evaluation `batches` and, when `mirror`, for their mirror images: a list of (N, classes) arrays."
         views = [np.asarray(self.model.predict(batches, verbose=0), np.float64)]
-        if self.tta:
+        if self.mirror:
             batches.mirror = True
             try: views.append(np.asarray(self.model.predict(batches, verbose=0), np.float64))
             finally: batches.mirror = False
         return views
 
     def probabilities(self, batches:ImageBatches) -> np.ndarray:
-        "Class probabilities for evaluation `batches`, flip-averaged when `tta`."
+        "Class probabilities for evaluation `batches`, averaged with their mirror images' when `mirror`."
         return np.mean(self.views(batches), 0)
 
     def predict(self, images, # image paths, or an (N, H, W, 3) uint8 array
                 batch_size:int=32, workers:int=4) -> np.ndarray:
-        "Class probabilities (N, classes) for new images, cropped as at evaluation, flip-averaged when `tta`."
+        "Class probabilities (N, classes) for new images, cropped as at evaluation, averaged with their mirror images' when `mirror`."
         return self.probabilities(ImageBatches(images, np.zeros(len(images), np.int64), self.backbone.input_size,
                                                batch_size, workers=workers))
 
@@ -263,8 +263,8 @@ class FineTuneRun:
             vb = getattr(self, '_vb', None) or ImageBatches(xval, yval, self.backbone.input_size, self.settings['batch_size'], workers=self.workers)
             views = self.views(vb)
             pred = np.mean(views, 0).argmax(1)
-            m['accuracy'], m['tta'] = float((pred == yval).mean()), 'flip' if self.tta else None
-            if self.tta: m['accuracy_single_view'] = float((views[0].argmax(1) == yval).mean())
+            m['accuracy'], m['mirror'] = float((pred == yval).mean()), bool(self.mirror)
+            if self.mirror: m['accuracy_single_view'] = float((views[0].argmax(1) == yval).mean())
             m['per_class_accuracy'] = {c: float((pred[yval == i] == i).mean()) for i, c in enumerate(self.classes) if (yval == i).any()}
             va = self.history.get('val_accuracy', [])
             if va: m['best_val_accuracy'], m['best_epoch'] = max(va), int(self.history['epoch'][int(np.argmax(va))])

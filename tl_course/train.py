@@ -107,7 +107,7 @@ def fit_head(run):
     "Phase 1: the new head on the frozen base. Its features never change, so they are computed once; the head is fitted exactly (lesson 06's probe) unless `epochs_head` asks for epochs of AdamW."
     s, (x, y) = run.settings, run.train
     set_trainable(run.base.model, None) # all frozen, so in inference mode: the same features every epoch
-    feats = lambda images, flip=False: np.asarray(extract_features(run.source, images, flip=flip, cache=run.cache, progress=run.verbose > 0))
+    feats = lambda images, mirror=False: np.asarray(extract_features(run.source, images, mirror=mirror, cache=run.cache, progress=run.verbose > 0))
     f = feats(x, 'both') if s['mirror'] else feats(x)[:, None] # (N, views, D): each image, and its mirror image
     val = None if run.val is None else (feats(run.val[0]), run.val[1])
     if s['epochs_head'] is None: # exact: lesson 06's logistic regression, C by cross-validation, put into the dense layer
