@@ -433,3 +433,29 @@ def test_the_probe_fits_in_the_span_of_its_rows_and_finds_what_a_plain_fit_finds
     assert np.ravel(ours.C_)[0] == np.ravel(plain.C_)[0]
     np.testing.assert_allclose(ours.coef_, plain.coef_, atol=2e-3 * np.abs(plain.coef_).max())
     np.testing.assert_allclose(ours.predict_proba(x[:7]), plain.predict_proba(x[:7]), atol=2e-3)
+
+
+def test_the_pooled_layers_are_in_the_cache_key(bb, files, tmp_path):
+    "block9_add and block10_add are both 112 wide, and the architecture digest ignores which layer is pooled."
+    widths = {l: bb.model.get_layer(l).output.shape[-1] for l in ('block9_add', 'block10_add')}
+    assert widths['block9_add'] == widths['block10_add'] # the same shape: only the key can tell them apart
+    a = F.extract_features(bb, files, extra_layers=('block9_add',), cache=tmp_path, progress=False)
+    b = F.extract_features(bb, files, extra_layers=('block10_add',), cache=tmp_path, progress=False)
+    fresh = F.extract_features(bb, files, extra_layers=('block10_add',), cache=False, progress=False)
+    np.testing.assert_allclose(b, fresh, atol=1e-6) # not block9_add's features from the cache
+    assert np.abs(a[:, bb.feature_size:] - b[:, bb.feature_size:]).max() > 1e-3
+
+
+def test_a_model_and_its_compiled_call_and_pooled_model_do_not_outlive_it():
+    import gc, weakref
+    from tl_course.backbones import model_call
+    from tl_course.registry import with_pooled_layers
+    def use():
+        net = get_backbone('efficientnet_lite0', weights=None, input_size=SIZE)
+        model_call(net.model)(np.zeros((2, SIZE, SIZE, 3), np.float32))
+        pooled = with_pooled_layers(net, (net.cut_layer,))
+        F.extract_features(pooled, np.zeros((2, SIZE, SIZE, 3), np.uint8), cache=False, progress=False)
+        return weakref.ref(net.model), weakref.ref(pooled.model)
+    refs = use()
+    gc.collect()
+    assert [r() for r in refs] == [None, None] # both collected once nothing refers to them

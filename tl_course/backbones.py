@@ -75,12 +75,11 @@ def compiled_call(model) -> Callable:
                                       [v.value for v in model.non_trainable_variables], x))
     return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
 
-_CALLS = weakref.WeakKeyDictionary()
-
 def model_call(model) -> Callable:
-    "The `compiled_call` of `model`, made on first use and kept as long as the model lives."
-    if model not in _CALLS: _CALLS[model] = compiled_call(model)
-    return _CALLS[model]
+    "The `compiled_call` of `model`, made on first use and kept on the model, so it goes when the model goes."
+    # (not in a module-level dictionary keyed by the model: the call refers to its model, which then lived for ever)
+    if '_tl_course_call' not in model.__dict__: model.__dict__['_tl_course_call'] = compiled_call(model)
+    return model.__dict__['_tl_course_call']
 
 def predict_batches(model, # a Keras model
                     x, # inputs, already preprocessed

@@ -65,7 +65,8 @@ def feature_key(backbone:Backbone, # the network that makes the features
                ) -> dict:
     "Everything that changes the features of `data`: the cache entry's key."
     return {'format': FEATURES_FORMAT, 'backbone': backbone.name, 'weights': weights_digest(backbone.model),
-            'architecture': architecture_digest(backbone.model), 'input_size': backbone.input_size,
+            'architecture': architecture_digest(backbone.model), 'pooled_layers': list(backbone.pooled_layers),
+            'input_size': backbone.input_size,
             'preprocessing': backbone.spec.preprocessing, 'crop_fraction': float(crop_fraction), 'mirror': mirror if mirror == 'both' else bool(mirror),
             'n': len(data), 'data': data_digest(data)}
 

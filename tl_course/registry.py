@@ -121,6 +121,7 @@ class Backbone:
     spec:BackboneSpec
     model:keras.Model
     input_size:int
+    pooled_layers:tuple = () # inner layers whose pooled outputs follow the features (`with_pooled_layers`)
 
     @property
     def name(self): return self.spec.name
@@ -156,13 +157,13 @@ def get_backbone(name:str, # a name from `list_backbones()`
     return Backbone(spec, model, size)
 
 # %% ../nbs/reference/registry.ipynb #bed22a70
-_POOLED = weakref.WeakKeyDictionary() # backbone model -> {layer names: Backbone}
-
 def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
                        layers:tuple, # names of inner layers to pool
                       ) -> Backbone:
     "The backbone whose output is its own features followed by the global average of each layer in `layers`."
-    made = _POOLED.setdefault(backbone.model, {})
+    # kept on the model itself, so it goes when the model goes (a module-level cache keyed by the model would keep
+    # every model alive: the pooled model refers to the base's layers)
+    made = backbone.model.__dict__.setdefault('_tl_course_pooled', {})
     if tuple(layers) in made: return made[tuple(layers)]
     names = [l.name for l in backbone.model.layers]
     missing = [l for l in layers if l not in names]
@@ -170,5 +171,5 @@ def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
     m = backbone.model
     pooled = [keras.layers.GlobalAveragePooling2D()(m.get_layer(l).output) for l in layers]
     model = keras.Model(m.inputs, keras.layers.Concatenate()([m.output] + pooled))
-    made[tuple(layers)] = Backbone(backbone.spec, model, backbone.input_size)
+    made[tuple(layers)] = Backbone(backbone.spec, model, backbone.input_size, backbone.pooled_layers + tuple(layers))
     return made[tuple(layers)]
