@@ -221,3 +221,36 @@ def test_file_written_by_pytorch_itself():
     for k in got:
         assert got[k].shape == want[k].shape and got[k].dtype == want[k].dtype
         np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_a_file_cannot_change_the_shared_stand_ins(tmp_path):
+    "A BUILD opcode on torch.FloatStorage once renamed it os.system for every later save and load in the process."
+    from tl_course import weights as W
+    path = tmp_path / 'build.pth'
+    with open(path, 'wb') as f:
+        header(f)
+        # torch.FloatStorage, then BUILD with the state {'module': 'os', 'name': 'system'}
+        f.write(b"ctorch\nFloatStorage\n(dS'module'\nS'os'\nsS'name'\nS'system'\nsb.")
+    with pytest.raises(ValueError, match='may be malicious'):
+        load_torch_legacy(path)
+    assert repr(W._STORAGE_TYPES['FloatStorage']) == 'torch.FloatStorage'
+    good = save_torch_legacy({'w': np.arange(6, dtype=np.float32).reshape(2, 3)}, tmp_path / 'good.pth')
+    assert b'os\nsystem' not in good.read_bytes()
+    np.testing.assert_array_equal(load_torch_legacy(good)['w'], np.arange(6, dtype=np.float32).reshape(2, 3))
+    with pytest.raises(AttributeError): W._STORAGE_TYPES['FloatStorage'].name = 'system'
+
+
+def test_a_view_with_more_elements_than_its_storage_is_refused(tmp_path):
+    "Stride 0 repeats one number: a 332-byte file once became a 1.6 GB array."
+    path = save_torch_legacy({'w': np.zeros(1, np.float32)}, tmp_path / 'zero.pth', _views={'w': (0, (20_000, 20_000), (0, 0))})
+    assert path.stat().st_size < 1000
+    with pytest.raises(ValueError, match='more than storage'):
+        load_torch_legacy(path)
+
+
+@pytest.mark.parametrize('view', [(0, (float('inf'),), (1,)), (float('inf'), (1,), (1,)), (0, (10**30,), (1,))])
+def test_an_infinite_or_enormous_size_or_offset_is_the_readers_error(tmp_path, view):
+    path = save_torch_legacy({'w': np.zeros(1, np.float32)}, tmp_path / 'big.pth', _views={'w': view})
+    with pytest.raises(ValueError) as e:
+        load_torch_legacy(path)
+    assert str(path) in str(e.value)

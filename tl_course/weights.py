@@ -6,7 +6,7 @@
 __all__ = ['LEGACY_MAGIC', 'LEGACY_PROTOCOL', 'load_torch_legacy', 'save_torch_legacy']
 
 # %% ../nbs/reference/weights.ipynb #b6daf723
-import collections, pickle, struct
+import collections, math, pickle, struct
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,13 @@ LEGACY_PROTOCOL = 1001
 _STORAGE_DTYPES = {'FloatStorage': np.dtype('<f4'), 'LongStorage': np.dtype('<i8')}
 
 class _Global:
-    "Stand-in for a global named in a pickle (`torch.FloatStorage`, ...): a name, never called."
-    def __init__(self, module, name): self.module,self.name = module,name
+    """Stand-in for a global named in a pickle (`torch.FloatStorage`, ...): a name, never called and never changed.
+    The stand-ins are shared by every load, so a file must not be able to alter them: a pickle's BUILD opcode sets an
+    object's state, and once set `FloatStorage`'s name to `os.system`, which later files written here then named."""
+    __slots__ = ('module', 'name')
+    def __init__(self, module, name): object.__setattr__(self, 'module', module); object.__setattr__(self, 'name', name)
+    def __setattr__(self, k, v): raise AttributeError(f'{self!r} is read-only')
+    def __setstate__(self, state): raise pickle.UnpicklingError(f'it tries to change {self!r}; the file may be malicious')
     def __call__(self, *args): raise pickle.UnpicklingError(f'{self.module}.{self.name} may not be called')
     def __repr__(self): return f'{self.module}.{self.name}'
 
@@ -32,11 +37,14 @@ class _TensorRef:
     "A tensor as the pickle describes it: a view into a storage."
     storage:_StorageRef; offset:int; size:tuple; stride:tuple
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    "Stand-in for `torch._utils._rebuild_tensor_v2`: records the view, copies nothing."
-    if not isinstance(storage, _StorageRef): raise pickle.UnpicklingError('a tensor must be built on a storage')
-    ints = lambda t: tuple(int(v) for v in t)
-    return _TensorRef(storage, int(storage_offset), ints(size), ints(stride))
+class _Rebuild(_Global):
+    "Stand-in for `torch._utils._rebuild_tensor_v2`: records the view, copies nothing (read-only, as every stand-in)."
+    __slots__ = ()
+    def __call__(self, storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+        if not isinstance(storage, _StorageRef): raise pickle.UnpicklingError('a tensor must be built on a storage')
+        ints = lambda t: tuple(int(v) for v in t)
+        return _TensorRef(storage, int(storage_offset), ints(size), ints(stride))
+_rebuild_tensor_v2 = _Rebuild('torch._utils', '_rebuild_tensor_v2')
 
 _STORAGE_TYPES = {n: _Global('torch', n) for n in _STORAGE_DTYPES}
 _STATE_DICT_GLOBALS = {('collections','OrderedDict'): collections.OrderedDict,
@@ -82,6 +90,9 @@ def _view(storage, t, name):
     if last >= len(storage):
         raise ValueError(f'tensor {name!r} views elements {t.offset}..{last} of storage {t.storage.key}, '
                          f'which holds only {len(storage)}')
+    if math.prod(t.size) > len(storage): # a stride-0 view can repeat a few numbers into a huge array
+        raise ValueError(f'tensor {name!r} has {math.prod(t.size)} elements, more than storage {t.storage.key} holds '
+                         f'({len(storage)}): the file is corrupt or malicious')
     item = storage.dtype.itemsize
     return np.lib.stride_tricks.as_strided(storage[t.offset:], t.size, [s*item for s in t.stride]).copy()
 
@@ -121,7 +132,7 @@ def load_torch_legacy(path) -> dict:
         try: return _read_legacy(f)
         except ValueError as e: raise ValueError(f'{path}: {e}') from None
         except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError,
-                struct.error, UnicodeDecodeError, MemoryError) as e:
+                struct.error, UnicodeDecodeError, MemoryError, OverflowError) as e:
             raise ValueError(f'{path}: cannot be read as a legacy torch.save state dict: {e}') from None
 
 # %% ../nbs/reference/weights.ipynb #25c85836
