@@ -88,3 +88,70 @@ def test_file_hash(tmp_path):
     p.write_bytes(b'abc')
     assert file_hash(p) == hashlib.sha256(b'abc').hexdigest()
     assert file_hash(p, 'md5') == hashlib.md5(b'abc').hexdigest()
+
+
+# --- atomic, durable writes (one module for the whole library) ---
+
+def test_threads_writing_one_file_never_share_a_part_file(tmp_path):
+    "Part files were named by process id only: two threads of one process wrote into, and renamed, each other's."
+    import threading
+    from tl_course.cache import write_atomic # where the library's writers import it from
+    target, errors = tmp_path / 'entry.json', []
+    def writer(i):
+        def write(p):
+            p.write_text(f'{i}:' + 'x' * 1000); time.sleep(0.05); p.write_text(p.read_text() + f':{i}')
+        try: write_atomic(target, write)
+        except Exception as e: errors.append(repr(e))
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert errors == []
+    first, _, last = target.read_text().partition(':')
+    assert last.endswith(f':{first}') # one writer's whole content, not a mix
+    assert leftovers(tmp_path) == ['entry.json']
+
+
+def test_a_replace_is_flushed_to_disk_before_and_after(tmp_path, monkeypatch):
+    "os.replace alone can leave an empty file after a power loss: the part file and the folder are fsynced."
+    import os
+    from tl_course.cache import write_atomic
+    synced = []
+    real = os.fsync
+    def fsync(fd):
+        synced.append(os.readlink(f'/proc/self/fd/{fd}')); real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    write_atomic(tmp_path / 'checkpoint.npz', lambda p: p.write_bytes(b'weights'))
+    assert len(synced) == 2 and '.part-' in synced[0] and synced[1] == str(tmp_path)
+
+
+def test_stale_part_files_of_this_host_go_and_other_hosts_stay(tmp_path):
+    import os, subprocess, sys
+    from tl_course.download import _host, remove_stale_parts
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True).stdout.strip()
+    mine_dead = tmp_path / f'a.npy.part-{_host()}-{dead}-1-0'
+    mine_live = tmp_path / f'b.npy.part-{_host()}-{os.getpid()}-1-0'
+    other = tmp_path / f'c.npy.part-another_host-{dead}-1-0' # its pid means nothing on this machine
+    for p in (mine_dead, mine_live, other): p.write_text('x')
+    remove_stale_parts(tmp_path)
+    assert leftovers(tmp_path) == sorted([mine_live.name, other.name])
+
+
+def test_cached_keras_weights_are_checked_and_a_writable_tmp_folder_is_not_read(tmp_path, monkeypatch, closed_port):
+    import dataclasses, os
+    import tl_course.registry as R
+    from tl_course.registry import backbone_spec, imagenet_weights_path, WeightsUnavailable
+    good = b'the real weights'
+    spec = dataclasses.replace(backbone_spec('vgg16'), weights_files=lambda top, size: (
+        'w_notop.h5', f'http://127.0.0.1:{closed_port}/w_notop.h5', hashlib.sha256(good).hexdigest()))
+    home, fallback = tmp_path / 'home', tmp_path / 'tmp_keras' / 'models'
+    monkeypatch.setenv('KERAS_HOME', str(home)); monkeypatch.setattr(R, 'KERAS_FALLBACK', fallback)
+    (home / 'models').mkdir(parents=True); fallback.mkdir(parents=True)
+    (home / 'models' / 'w_notop.h5').write_bytes(b'damaged or replaced')
+    with pytest.raises(WeightsUnavailable): imagenet_weights_path(spec) # not trusted, and no download here
+    (fallback / 'w_notop.h5').write_bytes(good)
+    os.chmod(fallback, 0o777) # another user could have put it there
+    with pytest.raises(WeightsUnavailable): imagenet_weights_path(spec)
+    os.chmod(fallback, 0o755)
+    assert imagenet_weights_path(spec) == fallback / 'w_notop.h5'
+    (home / 'models' / 'w_notop.h5').write_bytes(good)
+    assert imagenet_weights_path(spec) == home / 'models' / 'w_notop.h5'

@@ -291,7 +291,8 @@ def test_process_killed_mid_write_leaves_no_entry(bb, files, tmp_path, monkeypat
 def test_a_live_writers_part_file_is_left_alone(bb, files, tmp_path):
     cache = tmp_path / 'cache'
     cache.mkdir()
-    live = cache / f'x.npy.part-{os.getppid()}'
+    from tl_course.download import _host
+    live = cache / f'x.npy.part-{_host()}-{os.getppid()}-1-0'
     live.write_bytes(b'in progress')
     F.extract_features(bb, files[:2], cache=cache, progress=False)
     assert live.exists()

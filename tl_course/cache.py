@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FEATURES_FORMAT', 'weights_digest', 'architecture_digest', 'data_digest', 'features_cache_dir', 'feature_key',
-           'cache_path', 'write_atomic', 'feature_entry']
+           'cache_path', 'feature_entry']
 
 # %% ../nbs/reference/cache.ipynb #ca094bcf
 import hashlib, json, os, tempfile
@@ -13,6 +13,8 @@ import numpy as np
 import keras
 from .folders import ImageError
 from .registry import Backbone
+# one module writes files atomically and durably for the whole library (reference/download)
+from .download import write_atomic, part_path, durable_replace, remove_stale_parts
 
 # %% ../nbs/reference/cache.ipynb #358821d1
 def _digest(parts) -> str:
@@ -79,28 +81,6 @@ def cache_path(key:dict, cache_dir=None) -> Path:
     return Path(cache_dir or features_cache_dir()) / f"{key['backbone']}-{_digest([json.dumps(key, sort_keys=True)])[:24]}.npy"
 
 # %% ../nbs/reference/cache.ipynb #d41b8f67
-def _pid_alive(pid):
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-def write_atomic(path:Path, # the file to write
-                 write, # called with a temporary path beside `path` (same suffix) that it must fill
-                ):
-    "Write `path` through a temporary file renamed over it: complete or absent, never half-written."
-    path = Path(path)
-    tmp = path.with_name(f'{path.stem}.part-{os.getpid()}{path.suffix}')
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-def _remove_stale_parts(folder):
-    "Delete `*.part-<pid>` files left by processes that no longer run (killed mid-write)."
-    for p in Path(folder).glob('*.part-*'):
-        pid = p.name.rsplit('.part-', 1)[1].split('.')[0] # x.npy.part-<pid> or x.part-<pid>.json
-        if pid.isdigit() and not _pid_alive(int(pid)): p.unlink(missing_ok=True)
-
 def _read_cached(path, shape):
     try: x = np.load(path, mmap_mode='r')
     except (OSError, ValueError): return None # unreadable: recompute and replace it
@@ -122,11 +102,11 @@ def feature_entry(backbone, # the network that makes the features
     hit = _read_cached(path, shape) if path.exists() else None
     if hit is not None: return hit, None, None, None
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(path.parent)
-    part = path.with_name(f'{path.name}.part-{os.getpid()}')
+    remove_stale_parts(path.parent)
+    part = part_path(path)
     out = np.lib.format.open_memmap(part, mode='w+', dtype=np.float32, shape=shape)
     def commit():
         out.flush()
-        os.replace(part, path) # atomic: the entry is complete or absent
+        durable_replace(part, path) # atomic and on disk: the entry is complete or absent
         return np.load(path, mmap_mode='r')
     return None, out, commit, lambda: part.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .download import DownloadError, download_file
+from .download import part_path, durable_replace, DownloadError, download_file
 
 # %% ../nbs/reference/datasets.ipynb #4be0d5e6
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _safe_members(names, dest):
 def extract_archive(archive, dest) -> Path:
     "Unpack a .zip or .tar(.gz) into `dest` atomically (a temporary folder renamed when complete), refusing unsafe paths."
     archive, dest = Path(archive), Path(dest)
-    tmp = dest.with_name(f'{dest.name}.part-{os.getpid()}')
+    tmp = part_path(dest)
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
         if zipfile.is_zipfile(archive):
@@ -56,7 +56,7 @@ def extract_archive(archive, dest) -> Path:
             raise ValueError(f'{archive}: cannot be unpacked ({e}); it was deleted, run again to download it anew') from None
         raise
     shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    durable_replace(tmp, dest)
     return dest
 
 def _unpack_folder(spec, archive, dest):
@@ -64,7 +64,7 @@ def _unpack_folder(spec, archive, dest):
     tmp = extract_archive(archive, dest.with_name(f'.unpack-{dest.name}'))
     try:
         if not (tmp / spec.folder).is_dir(): raise ValueError(f'{spec.url}: the archive holds no {spec.folder}/ folder; nothing was kept')
-        os.replace(tmp / spec.folder, dest)
+        durable_replace(tmp / spec.folder, dest)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
 def fetch_dataset(name:str, # a key of DATASETS
@@ -92,13 +92,13 @@ CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
 
 def _write_folder(dest, items, quality=75):
     "Write (split, class, name, uint8 image) items as JPEG files under a temporary folder, renamed to `dest` when complete."
-    dest = Path(dest); tmp = dest.with_name(f'{dest.name}.part-{os.getpid()}')
+    dest = Path(dest); tmp = part_path(dest)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for split, cls, fname, img in items:
             (tmp / split / cls).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(tmp / split / cls / fname, quality=quality)
-        os.replace(tmp, dest)
+        durable_replace(tmp, dest)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from .folders import ImageFolder, load_image_folder
 from .registry import Backbone, get_backbone
-from .cache import _cache_folder, _digest, write_atomic
+from .cache import _cache_folder, _digest
+from .download import write_atomic
 from .features import extract_features, fit_probe, cv_accuracy, pipe_c
 
 # %% ../nbs/reference/probe.ipynb #89934103

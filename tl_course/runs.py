@@ -15,7 +15,8 @@ import keras
 from .losses import cross_entropy
 from .data import CROP_SCALE
 from .registry import Backbone, get_backbone
-from .cache import data_digest, write_atomic
+from .cache import data_digest
+from .download import write_atomic
 from .features import pipe_c
 from .batches import ImageBatches
 from .distribute import _building, _rebuilt, _prebuild_multi_worker, is_chief, resolve_distribution
