@@ -1,8 +1,11 @@
-"""Images per second of the two input pipelines at 224 px, on hymenoptera and on the CIFAR-10 subset, in one run.
+"""Images per second of the input pipeline at 224 px, on hymenoptera and on the CIFAR-10 subset, in one run.
 
-For each data set (its train split) and each mode (evaluation: centre crop; training: augmentation), one full pass:
-  - `image_batches` (keras.utils.PyDataset, backend-neutral), in the main thread and with 2 worker threads;
-  - `tf_dataset` (tf.data: parallel decode, cache, prefetch), first epoch (decoding) and second epoch (from the cache).
+There is one pipeline, `ImageBatches` (tl_course.batches); `image_batches` and `tf_dataset` are its old names, kept as
+wrappers. For each data set (its train split) and each mode (evaluation: centre crop; training: augmentation), one
+full pass:
+  - `image_batches` (the PyDataset, backend-neutral), in the main thread and with 2 worker threads;
+  - `tf_dataset` (the same batches through tf.data with prefetching), first epoch (decoding) and second epoch (the
+    decoded base images kept in memory).
 Batches include the backbone's normalisation (EfficientNet-Lite0: [-1, 1]).
 
     python bench/data.py [--cifar-images 1000] [--size 224] [--batch 32]
