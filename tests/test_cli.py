@@ -213,3 +213,28 @@ def test_fit_names_an_unreadable_checkpoint(digit_dirs, capsys, monkeypatch, tmp
     (tmp_path / 'run' / CHECKPOINT).write_bytes(b'not a checkpoint')
     assert cli.main(['fit', 'split', '--input-size', '32', '--out', str(tmp_path / 'run')]) == 2
     assert 'checkpoint.npz: not a readable checkpoint' in capsys.readouterr().err
+
+
+def test_the_command_prints_no_tensorflow_start_up_lines_even_with_a_log_level_set(photo_dir):
+    "absl's and oneDNN's notices print whatever TF_CPP_MIN_LOG_LEVEL says: a user sees the command's output only."
+    exe = Path(sys.executable).with_name('tl-course')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from tl_course.cli import main; sys.exit(main())']
+    r = subprocess.run(cmd + ['predict', 'chelsea.png', '--top', '1'], cwd=photo_dir, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+
+
+def test_a_bad_backbone_is_refused_before_tensorflow_starts(tmp_path):
+    code = ('import sys; from tl_course.cli import main; s = main(["probe", ".", "--backbone", "resnet5O"]); '
+            'print(s, "tensorflow" in sys.modules, "keras" in sys.modules)')
+    r = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ['2', 'False', 'False'], r.stdout + r.stderr
+    assert r.stderr.count('\n') == 1 and "unknown backbone 'resnet5O'" in r.stderr
+
+
+def test_nbdev_test_is_also_spelled_with_an_underscore():
+    "Older nbdev documentation says `nbdev_test`: the package installs it as an alias of `nbdev-test`."
+    exe = Path(sys.executable).with_name('nbdev_test')
+    assert exe.exists(), 'reinstall the package (pip install -e .) to get the nbdev_test alias'
+    r = subprocess.run([str(exe), '--help'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and '--flags' in r.stdout

@@ -17,9 +17,10 @@ class CliError(Exception):
 
 @contextlib.contextmanager
 def _quiet_import():
-    "Import Keras (and TensorFlow) without its start-up lines on stderr, unless the user chose a log level."
-    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ: yield; return
-    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3' # (not TF_ENABLE_ONEDNN_OPTS=0: oneDNN makes CPU inference ~1.5x faster)
+    """Import Keras (and TensorFlow) without its start-up lines on stderr: absl's and oneDNN's notices print whatever
+    TF_CPP_MIN_LOG_LEVEL says, so stderr itself is silenced while TensorFlow starts (a log level the user chose is kept)."""
+    if 'keras' in sys.modules: yield; return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3') # (not TF_ENABLE_ONEDNN_OPTS=0: oneDNN makes CPU inference ~1.5x faster)
     try: fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError): yield; return
     sys.stderr.flush()
@@ -296,6 +297,8 @@ def main(argv:list=None) -> int:
     "Entry point of `tl-course`; returns the exit status."
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, 'backbone', None) not in (None, *_NAMES.split(', ')): # refused before TensorFlow starts (seconds)
+            raise CliError(f'--backbone: unknown backbone {args.backbone!r}; expected one of {_NAMES}')
         if args.verb == 'predict':
             if not 1 <= args.top <= 1000: raise CliError(f'--top must be between 1 and 1000, received {args.top}')
             print(predict(args.images, args.backbone, args.top, args.json))
