@@ -711,3 +711,9 @@ def test_local_copy_first_then_one_line_when_missing(tmp_path, monkeypatch, caps
         get_dataset('aid10', missing='ignore')
     assert get_dataset('dtd10', missing='stop', progress=False) is None # outside IPython: one line, None, nothing skipped
     assert 'The cells below are skipped' in capsys.readouterr().out
+
+
+def test_a_class_of_one_image_cannot_be_split_and_the_error_says_where(tmp_path):
+    root = make_folder(tmp_path / 'd', {'a': 6, 'lonely': 1})
+    with pytest.raises(ValueError, match=r"d: class 'lonely' has a single image"):
+        load_image_folder(root, val_split=0.3)

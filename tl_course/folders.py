@@ -114,14 +114,16 @@ def _layout(root):
         return named
     return {'train': root}
 
-def _stratified_split(files, labels, fraction, seed):
-    rng = np.random.default_rng(seed)
-    val = np.zeros(len(files), bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n = int(round(len(idx) * fraction))
-        if len(idx) >= 2: n = min(max(n, 1), len(idx) - 1)  # keep at least one image per class on each side
-        val[rng.permutation(idx)[:n]] = True
+def _stratified_split(files, labels, fraction, seed, classes=None):
+    "scikit-learn's `train_test_split(stratify=)`: each class keeps its share on both sides (a class of one image cannot)."
+    from sklearn.model_selection import train_test_split
+    counts = np.bincount(labels)
+    if (lonely := [int(c) for c in np.flatnonzero(counts == 1)]):
+        raise ValueError(f'class {classes[lonely[0]] if classes else lonely[0]!r} has a single image: it cannot be both trained on and held out; add images or give a val folder')
+    idx = np.arange(len(files))
+    try: _, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as e: raise ValueError(f'val_split={fraction} cannot hold out every class ({e}); raise it or give a val folder') from None
+    val = np.isin(idx, held)
     pick = lambda m: ([f for f, k in zip(files, m) if k], labels[m])
     return pick(~val), pick(val)
 
@@ -164,7 +166,8 @@ def load_image_folder(root, # `<root>/<class>/*` or `<root>/<split>/<class>/*`
     if val_split:
         if 'val' in splits: raise ValueError(f'{root} has a val split already; val_split={val_split} would make a second one')
         if not 0 < val_split < 1: raise ValueError(f'Expected 0 < val_split < 1. Received: val_split={val_split}')
-        splits['train'], splits['val'] = _stratified_split(*splits['train'], val_split, seed)
+        try: splits['train'], splits['val'] = _stratified_split(*splits['train'], val_split, seed, classes)
+        except ValueError as e: raise ValueError(f'{root}: {e}') from None
     return ImageFolder(root, classes, splits, bad, {f: s for f, (r, s) in checked.items() if not r})
 
 # %% ../nbs/reference/folders.ipynb #c8433d2e
