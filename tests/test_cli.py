@@ -238,3 +238,15 @@ def test_nbdev_test_is_also_spelled_with_an_underscore():
     assert exe.exists(), 'reinstall the package (pip install -e .) to get the nbdev_test alias'
     r = subprocess.run([str(exe), '--help'], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and '--flags' in r.stdout
+
+
+def test_the_library_and_the_command_need_none_of_the_course_extra():
+    "pandas, ipywidgets, jupyterlab and nbdev are the notebooks' (the `course` extra): every module imports without them."
+    code = ('import sys, pkgutil, importlib\n'
+            'for m in ("pandas", "ipywidgets", "jupyterlab", "nbdev"): sys.modules[m] = None # importing it now fails\n'
+            'import tl_course\n'
+            'for m in pkgutil.iter_modules(tl_course.__path__): importlib.import_module(f"tl_course.{m.name}")\n'
+            'from tl_course.cli import main; print(main(["inspect", "."]))')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+    assert r.returncode == 0, r.stderr[-2000:]
