@@ -113,10 +113,13 @@ def test_memory_bound_streams_to_a_temporary_file(bb, files):
     np.testing.assert_allclose(out, reference(bb, files), atol=2e-5)
 
 
-def test_progress_line(bb, files, capsys):
+def test_progress_bar(bb, files, capsys):
+    "tqdm's bar: images done of all, the rate and the time left (a widget in Jupyter, this line in a terminal)."
     F.extract_features(bb, files, batch_size=4, cache=False, progress=True)
     err = capsys.readouterr().err
-    assert f'{len(files)}/{len(files)} images' in err and 'images/s' in err
+    assert f'features: 100%' in err and f'{len(files)}/{len(files)}' in err and 'img/s' in err
+    F.extract_features(bb, files, batch_size=4, cache=False, progress=False)
+    assert capsys.readouterr().err == ''
 
 
 # --- the cache ---

@@ -334,3 +334,14 @@ def test_lr_find_says_when_nothing_falls():
     assert flat['suggestion'] is None and flat['reason'].startswith('no usable descent')
     assert flat['lr'][0] == 1e-12 and len(flat['lr']) == 8
     assert T.plot_lr_find(flat).axes[0].get_title().startswith('no usable descent')
+
+
+def test_progress_shows_a_bar_per_epoch(capsys):
+    "progress=True: tqdm's bar per epoch, its batches and loss (a widget in Jupyter, stderr in a terminal)."
+    train, val = digits()
+    T.fine_tune(get_backbone('efficientnet_lite0', input_size=SIZE), train, val, epochs_head=1, epochs_fine=1, cache=False,
+                batch_size=8, workers=1, progress=True)
+    err = capsys.readouterr().err
+    steps = -(-len(train[1]) // 8) # phase 2's batches of images
+    assert 'phase 1, epoch 1 of 1' in err and 'phase 2, epoch 2 of 2' in err, err[-3000:] # the run's epochs, both phases
+    assert f'{steps}/{steps}' in err.split('phase 2, epoch 2 of 2')[-1] and 'loss=' in err

@@ -164,7 +164,7 @@ def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='effi
     try:
         run = fine_tune(bb, (folder.files('train'), folder.labels('train')), (folder.files(split), folder.labels(split)),
                         classes=folder.classes, epochs_head=epochs_head, epochs_fine=epochs_fine, mirror=mirror,
-                        run_dir=out, on_epoch=_epoch_line)
+                        run_dir=out, on_epoch=_epoch_line, progress=True)
     except ValueError as e: raise CliError(str(e)) from None
     m = {'data_dir': str(data_dir), **run.metrics, 'evaluated_on': source, 'run_dir': str(out),
          'bad_files': [{'file': str(f), 'reason': r} for f, r in folder.bad]}

@@ -8,6 +8,7 @@ __all__ = ['DownloadError', 'file_hash', 'part_path', 'durable_replace', 'write_
 # %% ../nbs/reference/download.ipynb #0209b1a4
 import hashlib, os, re, socket, sys, threading, time, urllib.error, urllib.request, uuid
 from pathlib import Path
+from tqdm.auto import tqdm
 
 # %% ../nbs/reference/download.ipynb #639a32e4
 class DownloadError(OSError):
@@ -26,10 +27,6 @@ def _algorithm(expected):
     except KeyError: raise ValueError(f'Expected an MD5 (32 hex digits) or SHA-256 (64) checksum. '
                                       f'Received: {expected!r}') from None
 
-def _progress(done, total, t0, out):
-    rate = done / max(time.time() - t0, 1e-9) / 2**20
-    tot = f'/{total/2**20:.1f}' if total else ''
-    out.write(f'\r  {done/2**20:.1f}{tot} MiB  {rate:.1f} MiB/s'); out.flush()
 
 # %% ../nbs/reference/download.ipynb #2f2caf57
 def _host() -> str: return re.sub(r'[^A-Za-z0-9]', '_', socket.gethostname())[:40] or 'host'
@@ -82,7 +79,7 @@ def download_file(url:str, # where to fetch from (http, https or file)
                   dest, # the file to create
                   checksum:str=None, # expected MD5 or SHA-256 hex digest; None: no check
                   timeout:float=20, # seconds without data before giving up
-                  progress:bool=True, # print a progress line on stderr
+                  progress:bool=True, # a progress bar (tqdm: a widget in Jupyter, a line on stderr in a terminal)
                  ) -> Path:
     "Fetch `url` into `dest` atomically and verified; return at once if `dest` already holds the right file."
     dest,alg = Path(dest),_algorithm(checksum)
@@ -91,16 +88,15 @@ def download_file(url:str, # where to fetch from (http, https or file)
     remove_stale_parts(dest.parent)
     part = part_path(dest)
     by_hand = f'Download it yourself and save it as {dest}'
-    h,t0,last,out = hashlib.new(alg),time.time(),0.,sys.stderr
+    h = hashlib.new(alg)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(part, 'wb') as f:
             total,done = int(r.headers.get('Content-Length') or 0),0
-            if progress: out.write(f'Downloading {url}\n')
-            while chunk := r.read(1 << 16):
-                f.write(chunk); h.update(chunk); done += len(chunk)
-                if progress and time.time() - last > 0.5: _progress(done, total, t0, out); last = time.time()
+            with tqdm(total=total or None, unit='B', unit_scale=True, unit_divisor=1024, desc=f'Downloading {dest.name}',
+                      disable=not progress, file=sys.stderr) as bar:
+                while chunk := r.read(1 << 16):
+                    f.write(chunk); h.update(chunk); done += len(chunk); bar.update(len(chunk))
             if total and done != total: raise DownloadError(f'the connection closed after {done} of {total} bytes')
-        if progress: _progress(done, total, t0, out); out.write('\n')
     except (urllib.error.URLError, OSError, ValueError) as e:
         part.unlink(missing_ok=True)
         reason = f'HTTP {e.code} {e.reason}' if isinstance(e, urllib.error.HTTPError) else getattr(e, 'reason', None) or e

@@ -8,6 +8,7 @@ __all__ = ['CS', 'extract_features', 'signed_power', 'probe_pipeline', 'fit_prob
 # %% ../nbs/06_features.ipynb #c28277f7
 import inspect, sys, time
 from concurrent.futures import ThreadPoolExecutor
+from tqdm.auto import tqdm
 import numpy as np
 import keras
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -17,11 +18,6 @@ from .registry import Backbone, get_backbone, with_pooled_layers
 # the cache (fingerprints, atomic writes) and the probe in one call live in reference modules; importable from here
 from .cache import *
 
-# %% ../nbs/06_features.ipynb #77178b1e
-def _progress_line(label, done, total, t0):
-    rate = done / max(time.time() - t0, 1e-9)
-    sys.stderr.write(f'\r  {label}: {done}/{total} images  {rate:.0f} images/s'); sys.stderr.flush()
-
 # %% ../nbs/06_features.ipynb #dd00c3a2
 def extract_features(backbone, # a `Backbone` built without its top (pooled), or a registry name
                      data, # image paths, or an (N, H, W, 3) uint8 array
@@ -30,7 +26,7 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
                      crop_fraction:float=0.875, # see `resize_center_crop`; 1 keeps the whole short side (images smaller
                                                 # than the input always keep it)
                      cache=True, # True: `features_cache_dir()`; a folder; False: no cache
-                     progress:bool=True, # a progress line on stderr
+                     progress:bool=True, # a progress bar (tqdm: a widget in Jupyter, a line on stderr in a terminal)
                      workers:int=4, # batches decoded ahead of the network, in threads
                      max_memory:int=2**30, # without a cache, results larger than this many bytes go to a temporary file
                      extra_layers:tuple=(), # inner layers whose outputs are average-pooled and appended (e.g. the cut layer)
@@ -52,9 +48,8 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
     bs, call = min(batch_size, n), model_call(bb.model)
     # lesson 03's pipeline: the evaluation crops, in order; nothing kept in memory, since each image is read once
     batches = ImageBatches(data, np.zeros(n, np.int64), bb.input_size, bs, crop_fraction=crop_fraction, max_cache_bytes=0)
-    t0 = last = time.time()
     try:
-        with ThreadPoolExecutor(workers) as ex:
+        with ThreadPoolExecutor(workers) as ex, tqdm(total=n, desc=f'{bb.name} features', unit='img', disable=not progress) as bar:
             ahead = [ex.submit(batches.__getitem__, k) for k in range(min(workers, len(batches)))]
             for k in range(len(batches)):
                 imgs = ahead.pop(0).result()[0]
@@ -65,9 +60,7 @@ def extract_features(backbone, # a `Backbone` built without its top (pooled), or
                 y = call(x)
                 if mirror == 'both': out[at] = np.stack([y[:m], y[bs:bs + m]], 1)
                 else: out[at] = (y[:m] + y[bs:bs + m]) / 2 if mirror else y[:m]
-                if progress and (time.time() - last > 0.5 or at.stop == n):
-                    _progress_line(f'{bb.name} features', at.stop, n, t0); last = time.time()
-        if progress: sys.stderr.write('\n')
+                bar.update(m)
     except BaseException:
         discard(); raise
     return commit()

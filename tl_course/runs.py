@@ -97,6 +97,7 @@ def fine_tune_options(epochs_head:int=None, # phase 1: None fits the head exactl
                       cache=True, # phase 1 features: see `extract_features`
                       workers:int=4, # threads decoding and augmenting images
                       verbose:int=0, # Keras fit's verbosity
+                      progress:bool=False, # a tqdm bar per epoch of training (its batches, the loss, the time left)
                      ) -> dict:
     "`fine_tune`'s options with their defaults: the recipe (down to `seed`, kept in the checkpoint) and how it runs."
     return dict(locals())
@@ -110,6 +111,17 @@ def _settings(bb, train, val, n_classes, options) -> dict:
             'train': data_digest(train[0]), 'train_labels': data_digest(np.asarray(train[1], np.int64)),
             'n_val': 0 if val is None else len(val[1]),
             **{k: list(options[k]) if k == 'crop_scale' else options[k] for k in RECIPE}}
+
+class _Progress(keras.callbacks.Callback):
+    "A tqdm bar per epoch: batches done, the running loss, the rate and the time left (a widget in Jupyter)."
+    def __init__(self, phase): super().__init__(); self.phase, self.bar = phase, None
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=self.params.get('steps'), desc=f'phase {self.phase}, epoch {epoch + 1} of {self.params.get("epochs")}', unit='batch', leave=False)
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if logs and 'loss' in logs: self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+    def on_epoch_end(self, epoch, logs=None): self.bar.close()
 
 class _EpochEnd(keras.callbacks.Callback):
     "Records each finished epoch in the run's history, then writes the checkpoint and the CSV history."
@@ -200,7 +212,7 @@ class FineTuneRun:
 
     def fit(self, model, data, val, phase:int):
         "`model.fit` from the epoch this phase stopped at, with the run's callbacks: history, checkpoint, early stopping."
-        cbs = [_EpochEnd(self, phase), *self.callbacks]
+        cbs = [_EpochEnd(self, phase), *([_Progress(phase)] if self.progress else []), *self.callbacks]
         start = max(self.done_epochs, 0 if phase == 1 else self.head_epochs)
         end = self.head_epochs + (self.settings['epochs_fine'] if phase == 2 else 0)
         if phase == 2:
