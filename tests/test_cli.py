@@ -229,7 +229,7 @@ def test_a_bad_backbone_is_refused_before_tensorflow_starts(tmp_path):
             'print(s, "tensorflow" in sys.modules, "keras" in sys.modules)')
     r = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ['2', 'False', 'False'], r.stdout + r.stderr
-    assert r.stderr.count('\n') == 1 and "unknown backbone 'resnet5O'" in r.stderr
+    assert r.stderr.count('\n') == 1 and "Unknown backbone 'resnet5O'" in r.stderr
 
 
 def test_nbdev_test_is_also_spelled_with_an_underscore():

@@ -344,4 +344,4 @@ def test_progress_shows_a_bar_per_epoch(capsys):
     err = capsys.readouterr().err
     steps = -(-len(train[1]) // 8) # phase 2's batches of images
     assert 'phase 1, epoch 1 of 1' in err and 'phase 2, epoch 2 of 2' in err, err[-3000:] # the run's epochs, both phases
-    assert f'{steps}/{steps}' in err.split('phase 2, epoch 2 of 2')[-1] and 'loss=' in err
+    assert f'/{steps} [' in err.split('phase 2, epoch 2 of 2')[-1] and 'loss=' in err # a bar of phase 2's batches

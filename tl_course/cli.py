@@ -298,7 +298,7 @@ def main(argv:list=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if getattr(args, 'backbone', None) not in (None, *_NAMES.split(', ')): # refused before TensorFlow starts (seconds)
-            raise CliError(f'--backbone: unknown backbone {args.backbone!r}; expected one of {_NAMES}')
+            raise CliError(f'--backbone: Unknown backbone {args.backbone!r}. Expected one of: {_NAMES}')
         if args.verb == 'predict':
             if not 1 <= args.top <= 1000: raise CliError(f'--top must be between 1 and 1000, received {args.top}')
             print(predict(args.images, args.backbone, args.top, args.json))
