@@ -43,21 +43,17 @@ def decode_predictions(probs, # (N, 1000) or (1000,) class probabilities (or log
 
 # %% ../nbs/05_backbones.ipynb #f2b39af1
 PREPROCESSING_MODES = ('tf', 'caffe', 'torch', 'none')
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def preprocess_input(x, # RGB images in [0, 255], channels last: a NumPy array or a backend tensor
                      mode:str='tf', # one of PREPROCESSING_MODES
                     ):
-    "Scale RGB images in [0, 255] the way a network of the given preprocessing `mode` expects (returns float32)."
+    "Scale RGB images in [0, 255] the way a network of the given preprocessing `mode` expects (float32): Keras's own `imagenet_utils.preprocess_input`, on a copy."
     if mode not in PREPROCESSING_MODES:
         raise ValueError(f'Expected `mode` to be one of {PREPROCESSING_MODES}. Received: mode={mode!r}')
-    xp = np if isinstance(x, np.ndarray) else keras.ops
-    x = xp.asarray(x, dtype='float32') if xp is np else keras.ops.cast(x, 'float32')
-    if mode == 'tf': return x / 127.5 - 1.0
-    if mode == 'caffe': return xp.flip(x, axis=-1) - np.asarray(_CAFFE_MEAN_BGR, np.float32)
-    if mode == 'torch': return (x / 255.0 - np.asarray(_TORCH_MEAN, np.float32)) / np.asarray(_TORCH_STD, np.float32)
-    return x
+    from keras.applications import imagenet_utils
+    # a copy: Keras scales a float32 NumPy array in place, and the caller's images must not change
+    x = np.array(x, dtype=np.float32) if isinstance(x, np.ndarray) else keras.ops.cast(x, 'float32')
+    return x if mode == 'none' else imagenet_utils.preprocess_input(x, data_format='channels_last', mode=mode)
 
 # %% ../nbs/05_backbones.ipynb #58f1e3a7
 def compiled_call(model) -> Callable:
