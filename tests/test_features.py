@@ -463,3 +463,24 @@ def test_a_model_and_its_compiled_call_and_pooled_model_do_not_outlive_it():
     refs = use()
     gc.collect()
     assert [r() for r in refs] == [None, None] # both collected once nothing refers to them
+
+
+def test_the_span_is_used_where_it_pays_and_gives_the_same_classifier_when_forced():
+    "Two classes, or as many rows as half the features: the plain fit. Forced, the span fit finds the same weights."
+    import warnings
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 30)
+    x = rng.normal(size=(60, 300)) + np.eye(2)[y] @ rng.normal(size=(2, 300)) * 0.3
+    calls = []
+    real = np.linalg.eigh
+    def eigh(a): calls.append(a.shape); return real(a)
+    np.linalg.eigh = eigh
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            auto = F._SpanLogistic(C=0.01, max_iter=5000).fit(x, y)
+            assert calls == [] # two classes: the plain fit, which is quick
+            forced = F._SpanLogistic(C=0.01, max_iter=5000); forced.span = True; forced.fit(x, y)
+            assert calls == [(60, 60)] # the rows' Gram matrix
+    finally: np.linalg.eigh = real
+    np.testing.assert_allclose(forced.coef_, auto.coef_, atol=2e-3 * np.abs(auto.coef_).max())

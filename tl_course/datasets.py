@@ -160,12 +160,15 @@ def dtd10(archive, # DTD's archive (dtd-r1.0.1.tar.gz)
 class _SkipCell:
     "An IPython input transformer: the cell's code is replaced by one line that says why it did not run."
     def __init__(self, reason): self.reason = reason
-    def __call__(self, lines): return [f'print({"skipped: " + self.reason!r})\n']
+    def __call__(self, lines):
+        if any("missing='stop'" in l for l in lines): return lines # a cell that loads data runs: it lifts the skip if found
+        return [f'print({"skipped: " + self.reason!r})\n']
 
 def skip_later_cells(reason:str # why; None: run the later cells again (removes an earlier skip)
                     ):
     """In IPython (Jupyter, `nbdev-test`): every cell run after this one prints `skipped: <reason>` instead of running.
-    A lesson whose data cannot be had stops cleanly instead of failing at its first use; outside IPython, nothing happens.
+    A lesson whose data cannot be had stops cleanly instead of failing at its first use; a cell that loads data with
+    `missing='stop'` still runs, so re-running it once the data is there lifts the skip. Outside IPython, nothing happens.
     (An input transformer, not an exception: an exception would fail `nbdev-test`, and wrapping each cell in an `if`
     would hide the lesson's code.)"""
     try: ip = get_ipython()
@@ -227,7 +230,8 @@ def get_dataset(name:str, # see `OFFLINE_DATASETS`, `DATASETS`, or 'cifar10'
     except (OSError, ValueError) as e:
         if missing == 'raise': raise
         print(f'{name}: not found and not downloaded ({e}). {"The cells below are" if missing == "stop" else "Cells that need it are"}'
-              f' skipped; set TL_COURSE_DATA to a folder that holds {DATASETS[name].folder}/ to run them.')
+              f' skipped; set TL_COURSE_DATA to a folder that holds {DATASETS[name].folder}/ to run them'
+              f'{", then run this cell again" if missing == "stop" else ""}.')
         if missing == 'stop': skip_later_cells(f'{name} is not here (see the line above where it is loaded)')
         return None
     if missing == 'stop': skip_later_cells(None) # found: a notebook re-run after the data arrived runs again
