@@ -7,7 +7,7 @@ __all__ = ['PREPROCESSING_MODES', 'ImageNetClass', 'Prediction', 'imagenet_class
            'compiled_call', 'model_call', 'predict_batches', 'show_predictions']
 
 # %% ../nbs/05_backbones.ipynb #897b78ef
-import functools, importlib.resources, weakref
+import functools, importlib.resources
 from typing import Callable, NamedTuple
 import numpy as np
 import keras

@@ -14,7 +14,8 @@ import keras
 from .folders import ImageError
 from .registry import Backbone
 # one module writes files atomically and durably for the whole library (reference/download)
-from .download import write_atomic, part_path, durable_replace, remove_stale_parts
+from .download import part_path, durable_replace, remove_stale_parts
+from .download import write_atomic # noqa: F401 (importable from here, where it was)
 
 # %% ../nbs/reference/cache.ipynb #358821d1
 def _digest(parts) -> str:

@@ -6,7 +6,7 @@
 __all__ = ['DownloadError', 'file_hash', 'part_path', 'durable_replace', 'write_atomic', 'remove_stale_parts', 'download_file']
 
 # %% ../nbs/reference/download.ipynb #0209b1a4
-import hashlib, os, re, socket, sys, threading, time, urllib.error, urllib.request, uuid
+import hashlib, os, re, socket, sys, threading, urllib.error, urllib.request, uuid
 from pathlib import Path
 from tqdm.auto import tqdm
 

@@ -6,7 +6,7 @@
 __all__ = ['CS', 'extract_features', 'signed_power', 'probe_pipeline', 'fit_probe', 'pipe_c', 'cv_accuracy']
 
 # %% ../nbs/06_features.ipynb #c28277f7
-import inspect, sys, time
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from tqdm.auto import tqdm
 import numpy as np

@@ -7,7 +7,7 @@ __all__ = ['KERAS_BASE', 'BACKBONES', 'KERAS_FALLBACK', 'BackboneSpec', 'list_ba
            'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone', 'with_pooled_layers']
 
 # %% ../nbs/reference/registry.ipynb #677fac27
-import os, weakref
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
