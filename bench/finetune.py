@@ -47,7 +47,7 @@ def throughput(size, batch, steps, policy, ours, seed=0):
         model = T.classifier(bb, 10)
     T.set_trainable(bb.model, 'cut', bb.cut_layer)
     if ours:
-        opt = keras.optimizers.AdamW(T.WarmupCosine(1e-4, 4 * steps, steps), weight_decay=1e-2)
+        opt = keras.optimizers.AdamW(T.warmup_cosine(1e-4, 4 * steps, steps), weight_decay=1e-2)
         model.compile(opt, T.SparseSmoothedCE(0.1), metrics=['accuracy'], jit_compile='auto')
         data = T.ImageBatches(x, y, size, batch, training=True, augment=False, workers=4)
         fit = lambda: model.fit(data, epochs=1, verbose=0)

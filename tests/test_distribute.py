@@ -42,19 +42,26 @@ def python(code, env=None, timeout=900):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope='module')
+def one_device():
+    "The run on one TensorFlow device, computed once for both TensorFlow tests (`--dist loadgroup` keeps them on one worker)."
+    return python(RUN.format(tests=TESTS) + "print(json.dumps(run(None)))", env={'KERAS_BACKEND': 'tensorflow'})
+
+
 @pytest.mark.tf_only
-def test_mirrored_on_two_logical_cpus_matches_one_device():
+@pytest.mark.xdist_group('tf_one_device')
+def test_mirrored_on_two_logical_cpus_matches_one_device(one_device):
     code = textwrap.dedent('''
         import tensorflow as tf
         cpu = tf.config.list_physical_devices('CPU')[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     ''') + RUN.format(tests=TESTS) + textwrap.dedent('''
         s = T.resolve_distribution('mirrored')
-        print(json.dumps({'replicas': s.num_replicas_in_sync, 'one': run(None), 'many': run(s)}))
+        print(json.dumps({'replicas': s.num_replicas_in_sync, 'many': run(s)}))
     ''')
     out = python(code, env={'KERAS_BACKEND': 'tensorflow'})
     assert out['replicas'] == 2
-    compare(out['one'], out['many'])
+    compare(one_device, out['many'])
 
 
 @pytest.mark.skipif(keras.backend.backend() == 'jax', reason='runs in a JAX subprocess of its own: once per CI run is enough')
@@ -80,7 +87,8 @@ def free_ports(n):
 
 
 @pytest.mark.tf_only
-def test_multi_worker_on_two_processes_matches_one_device(tmp_path):
+@pytest.mark.xdist_group('tf_one_device')
+def test_multi_worker_on_two_processes_matches_one_device(tmp_path, one_device):
     # two worker processes on 127.0.0.1, each with one CPU device, told of each other by TF_CONFIG; the strategy is
     # made first thing in each program, as tf.distribute requires. Each worker is given its own run directory: the
     # chief (worker 0) writes its files, the other trains alongside and writes nothing.
@@ -92,7 +100,6 @@ def test_multi_worker_on_two_processes_matches_one_device(tmp_path):
         task = json.loads(os.environ['TF_CONFIG'])['task']['index']
         out = {'task': task, 'replicas': strategy.num_replicas_in_sync, 'chief': T.is_chief(strategy),
                'many': run(strategy, os.environ['RUN_DIR'])}
-        if task == 0: out['one'] = run(None)
         print(json.dumps(out))
     ''')
     hosts = [f'127.0.0.1:{p}' for p in free_ports(2)]
@@ -114,7 +121,7 @@ def test_multi_worker_on_two_processes_matches_one_device(tmp_path):
     chief, other = outs
     assert chief['replicas'] == other['replicas'] == 2
     assert (chief['chief'], other['chief']) == (True, False)
-    compare(chief['one'], chief['many'])
+    compare(one_device, chief['many'])
     compare(chief['many'], other['many']) # both workers hold the same model
     assert {'checkpoint.npz', 'model.keras', 'metrics.json', 'history.csv'} <= {p.name for p in (tmp_path / 'worker0').iterdir()}
     assert not (tmp_path / 'worker1').exists() or not any((tmp_path / 'worker1').iterdir())

@@ -138,6 +138,7 @@ class Calls:
 def entries(d): return sorted(Path(d).glob('*.npy'))
 
 
+@pytest.mark.backend_free
 def test_cache_hit_does_not_run_the_network(bb, files, tmp_path, monkeypatch):
     calls, cache = Calls(monkeypatch), tmp_path / 'cache'
     cold = F.extract_features(bb, files, batch_size=4, cache=cache, progress=False)
@@ -149,6 +150,7 @@ def test_cache_hit_does_not_run_the_network(bb, files, tmp_path, monkeypatch):
     assert not list(cache.glob('*.part-*'))
 
 
+@pytest.mark.backend_free
 def test_default_cache_folder_follows_the_environment(bb, files, tmp_path, monkeypatch):
     monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path / 'tlc'))
     assert F.features_cache_dir() == tmp_path / 'tlc' / 'features'
@@ -163,6 +165,7 @@ def _rewrite(f): Path(f).write_bytes(Path(f).read_bytes() + b'\0')  # same pixel
 
 @pytest.mark.parametrize('change', ['weights', 'input_size', 'preprocessing', 'pooling', 'mtime', 'size',
                                     'file_removed', 'order', 'mirror', 'crop'])
+@pytest.mark.backend_free
 def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypatch, change):
     calls, cache = Calls(monkeypatch), tmp_path / 'cache'
     first = F.extract_features(bb, files, cache=cache, progress=False)
@@ -190,6 +193,7 @@ def test_cache_missed_whenever_a_key_part_changes(bb, files, tmp_path, monkeypat
     if change in ('weights', 'input_size', 'preprocessing', 'mirror', 'crop'): assert np.abs(second - first).max() > 1e-4
 
 
+@pytest.mark.backend_free
 def test_same_build_twice_hits(bb, files, tmp_path, monkeypatch):
     "Two builds of the same network (other layer names, same weights) share cache entries."
     calls, cache = Calls(monkeypatch), tmp_path / 'cache'
@@ -199,6 +203,7 @@ def test_same_build_twice_hits(bb, files, tmp_path, monkeypatch):
     assert calls.n == n0
 
 
+@pytest.mark.backend_free
 def test_corrupt_entry_is_recomputed(bb, files, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     good = np.array(F.extract_features(bb, files, cache=cache, progress=False))
@@ -216,6 +221,7 @@ class _Payload:
     def __reduce__(self): return (open, (self.path, 'w'))
 
 
+@pytest.mark.backend_free
 def test_a_pickle_in_the_cache_is_never_loaded(bb, files, tmp_path):
     cache = tmp_path / 'cache'
     good = np.array(F.extract_features(bb, files, cache=cache, progress=False))
@@ -228,6 +234,7 @@ def test_a_pickle_in_the_cache_is_never_loaded(bb, files, tmp_path):
     np.testing.assert_allclose(got, good, atol=1e-6)  # ... and the entry is extracted again
 
 
+@pytest.mark.backend_free
 def test_bad_image_names_the_file_and_leaves_no_entry(bb, files, tmp_path):
     cache = tmp_path / 'cache'
     files[5].write_bytes(files[5].read_bytes()[:300])
@@ -236,6 +243,7 @@ def test_bad_image_names_the_file_and_leaves_no_entry(bb, files, tmp_path):
     assert not list(cache.iterdir())
 
 
+@pytest.mark.backend_free
 def test_missing_file_is_named(bb, files, tmp_path):
     with pytest.raises(ImageError, match='gone.jpg'):
         F.extract_features(bb, files + [tmp_path / 'gone.jpg'], cache=tmp_path / 'c')
@@ -263,6 +271,7 @@ def _script(tmp_path, files, cache, slow):
     return [sys.executable, str(s), ','.join(map(str, files)), str(cache), str(slow), str(tmp_path / 'out.npy')]
 
 
+@pytest.mark.backend_free
 def test_entry_written_by_another_process_is_reused(bb, files, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     r = subprocess.run(_script(tmp_path, files, cache, 0), capture_output=True, text=True, timeout=300)
@@ -273,6 +282,7 @@ def test_entry_written_by_another_process_is_reused(bb, files, tmp_path, monkeyp
     np.testing.assert_array_equal(here, np.load(tmp_path / 'out.npy'))
 
 
+@pytest.mark.backend_free
 def test_process_killed_mid_write_leaves_no_entry(bb, files, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     p = subprocess.Popen(_script(tmp_path, files, cache, 0.5), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -291,6 +301,7 @@ def test_process_killed_mid_write_leaves_no_entry(bb, files, tmp_path, monkeypat
     assert len(entries(cache)) == 1 and not part.exists(), 'the dead writer\'s part file was not cleaned up'
 
 
+@pytest.mark.backend_free
 def test_a_live_writers_part_file_is_left_alone(bb, files, tmp_path):
     cache = tmp_path / 'cache'
     cache.mkdir()
@@ -316,6 +327,7 @@ def test_linear_probe_separates_colours(colours, tmp_path):
     assert p.predict_files(sorted((colours / 'val' / 'red').iterdir())[:2], cache=tmp_path / 'c') == ['red', 'red']
 
 
+@pytest.mark.backend_free
 @pytest.mark.parametrize('selection,n,width', [('pca', 8, 8), ('pca', 500, 15), ('lda', None, 1)])
 def test_linear_probe_with_selection(colours, tmp_path, selection, n, width):
     p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), selection=selection,
@@ -335,6 +347,7 @@ def test_mid_level_features(colours, tmp_path, mid_level, width, name):
     assert p.predict_files(val, cache=False) == ['blue'] * len(val)
 
 
+@pytest.mark.backend_free
 def test_power_chosen_by_cross_validation_reaches_the_pipeline(colours, tmp_path):
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
     p = F.linear_probe(colours, backbone=bb, mid_level=False, power=0.5, cache=tmp_path / 'c')
@@ -355,6 +368,7 @@ def test_pooled_layers_are_the_layer_means(bb, files):
         F.extract_features(bb, files, extra_layers=('nope',), cache=False)
 
 
+@pytest.mark.backend_free
 def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
     first = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
@@ -373,6 +387,7 @@ def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
     assert len(fits) == 3 and fits[0] is None, 'other probe settings must not reuse the cached choice'  # 2 CV fits, 1 refit
 
 
+@pytest.mark.backend_free
 def test_probe_on_a_folder_without_val_split(colours, tmp_path):
     with pytest.raises(ValueError, match='val_split'):
         F.linear_probe(colours / 'train', backbone=get_backbone('efficientnet_lite0', input_size=SIZE), cache=False)
@@ -381,6 +396,7 @@ def test_probe_on_a_folder_without_val_split(colours, tmp_path):
     assert (p.metrics['n_train'], p.metrics['n_val']) == (12, 4)
 
 
+@pytest.mark.backend_free
 def test_fit_probe_checks_its_input():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 5))
@@ -392,6 +408,7 @@ def test_fit_probe_checks_its_input():
     assert F.fit_probe(x, y).named_steps['classifier'].cv.n_splits == 3  # folds shrink to the smallest class
 
 
+@pytest.mark.backend_free
 def test_power_normalisation_comes_first():
     np.testing.assert_array_equal(F.signed_power(np.array([-4., 0., 9.])), [-2., 0., 3.])
     pipe = F.probe_pipeline(power=0.5)
@@ -400,12 +417,14 @@ def test_power_normalisation_comes_first():
     assert 'power' not in F.probe_pipeline().named_steps
 
 
+@pytest.mark.backend_free
 def test_lda_pipelines():
     assert F.probe_pipeline('lda').named_steps['lda'].solver == 'eigen'
     plain = F.probe_pipeline('lda', shrinkage=None).named_steps['lda']
     assert plain.solver == 'svd' and plain.shrinkage is None
 
 
+@pytest.mark.backend_free
 def test_probe_never_sees_the_evaluation_labels(colours, tmp_path):
     "C and the weights come from the training split alone: swapping the val labels changes only the score."
     import shutil
@@ -422,6 +441,7 @@ def test_probe_never_sees_the_evaluation_labels(colours, tmp_path):
     assert (a.metrics['accuracy'], b.metrics['accuracy']) == (1.0, 0.0)
 
 
+@pytest.mark.backend_free
 def test_the_probe_fits_in_the_span_of_its_rows_and_finds_what_a_plain_fit_finds():
     "The representer theorem: with fewer rows than features, the L2 logistic fit in the rows' span is the plain fit."
     import warnings
@@ -439,6 +459,7 @@ def test_the_probe_fits_in_the_span_of_its_rows_and_finds_what_a_plain_fit_finds
     np.testing.assert_allclose(ours.predict_proba(x[:7]), plain.predict_proba(x[:7]), atol=2e-3)
 
 
+@pytest.mark.backend_free
 def test_the_pooled_layers_are_in_the_cache_key(bb, files, tmp_path):
     "block9_add and block10_add are both 112 wide, and the architecture digest ignores which layer is pooled."
     widths = {l: bb.model.get_layer(l).output.shape[-1] for l in ('block9_add', 'block10_add')}
@@ -465,6 +486,7 @@ def test_a_model_and_its_compiled_call_and_pooled_model_do_not_outlive_it():
     assert [r() for r in refs] == [None, None] # both collected once nothing refers to them
 
 
+@pytest.mark.backend_free
 def test_the_span_is_used_where_it_pays_and_gives_the_same_classifier_when_forced():
     "Two classes, or as many rows as half the features: the plain fit. Forced, the span fit finds the same weights."
     import warnings

@@ -1,0 +1,148 @@
+"""What a learner does with a lesson's widget, in JupyterLab in headless Chromium: open the lesson, run it up to its
+widget, move the slider one step with the keyboard, see the figure change; a screenshot of each widget before and
+after goes to `.ci/screenshots/` (ignored by git, kept by CI as artefacts).
+
+Needs Debian's `chromium` and Playwright for Python (`pip install -e ".[dev]"`; Playwright cannot download its own
+browser here, so it drives the system one through `executable_path`). Skipped when either is missing, unless
+`TL_COURSE_BROWSER=1` (as `.ci/test` sets), where a missing browser fails the run instead.
+
+Each lesson is copied without its `#| slow` cells and without the cells after its widget (they do not change what
+the widget shows), the same cells `nbdev-test` runs: what is checked here is the page, not the numbers."""
+import json, os, re, secrets, shutil, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / '.ci' / 'screenshots'
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+REQUIRED = os.environ.get('TL_COURSE_BROWSER') == '1'
+try: from playwright.sync_api import sync_playwright, expect
+except ImportError: sync_playwright = None
+
+if not (CHROMIUM and sync_playwright):
+    why = 'needs Debian chromium (apt install chromium) and playwright (pip install playwright)'
+    if REQUIRED: raise RuntimeError(f'TL_COURSE_BROWSER=1 but the browser test {why}')
+    pytest.skip(why, allow_module_level=True)
+
+EXPLORER = re.compile(r'^\w*explorer$') # a lesson's widget cell ends with its explorer's name, which displays it
+
+
+def cells(nb): return [(c['cell_type'], ''.join(c['source'])) for c in nb['cells']]
+
+
+def widget_cell(path) -> int | None:
+    "Index of the lesson's first widget cell (a code cell whose last line is an `...explorer` name), or None."
+    for i, (kind, src) in enumerate(cells(json.loads(path.read_text()))):
+        lines = src.strip().splitlines()
+        if kind == 'code' and lines and EXPLORER.match(lines[-1].strip()): return i
+
+
+LESSONS = sorted(p for p in (ROOT / 'nbs').glob('[0-9]*.ipynb') if widget_cell(p) is not None)
+
+
+def test_every_lesson_with_a_widget_is_covered():
+    uses = {p.name for p in (ROOT / 'nbs').glob('[0-9]*.ipynb') if 'ipywidgets' in p.read_text() or 'explorer(' in p.read_text()}
+    assert uses and uses == {p.name for p in LESSONS}, f'a widget this test cannot find in {uses - {p.name for p in LESSONS}}'
+
+
+def trimmed(path, dest):
+    "The lesson up to its widget cell, without `#| slow` cells or stored outputs."
+    nb = json.loads(path.read_text())
+    keep = [c for c in nb['cells'][:widget_cell(path) + 1] if not ''.join(c['source']).lstrip().startswith('#| slow')]
+    for c in keep:
+        if c['cell_type'] == 'code': c['outputs'], c['execution_count'] = [], None
+    dest.write_text(json.dumps({**nb, 'cells': keep}))
+
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def lab(tmp_path_factory):
+    "A JupyterLab server on 127.0.0.1 with its own root, settings and workspaces, and a random token."
+    tmp = tmp_path_factory.mktemp('lab')
+    (tmp / 'nbs').mkdir()
+    (tmp / 'bench').symlink_to(ROOT / 'bench') # lesson 07 reads ../bench/results
+    for p in LESSONS: trimmed(p, tmp / 'nbs' / p.name)
+    settings = tmp / 'settings'
+    for ext, values in {'@jupyterlab/apputils-extension/notification': {'fetchNews': 'false', 'checkForUpdates': False},
+                        '@jupyterlab/notebook-extension/tracker': {'windowingMode': 'none'}}.items(): # every cell in the page
+        f = settings / f'{ext}.jupyterlab-settings'
+        f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(values))
+    token, port = secrets.token_hex(16), free_port()
+    env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
+           'TF_CPP_MIN_LOG_LEVEL': '3'}
+    server = subprocess.Popen(
+        [sys.executable, '-m', 'jupyter', 'lab', '--allow-root', '--no-browser', '--ServerApp.ip=127.0.0.1',
+         f'--ServerApp.port={port}', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={tmp}',
+         f'--LabApp.user_settings_dir={settings}', f'--LabApp.workspaces_dir={tmp / "workspaces"}'],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / 'server.log', 'w'))
+    url = f'http://127.0.0.1:{port}'
+    try:
+        for _ in range(120):
+            try: urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+            except OSError: time.sleep(0.5)
+        else: raise RuntimeError(f'JupyterLab did not start: {(tmp / "server.log").read_text()[-2000:]}')
+        yield url, token
+    finally:
+        server.terminate()
+        try: server.wait(20)
+        except subprocess.TimeoutExpired: server.kill()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'])
+        yield b
+        b.close()
+
+
+ALL_RUN = """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+                    return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
+
+
+@pytest.fixture(scope='module')
+def pages(lab, browser):
+    "Every lesson open in its own tab and told to run all its cells; the kernels work side by side, as a learner's tabs would."
+    url, token = lab
+    opened = {}
+    try:
+        for p in LESSONS:
+            page = opened[p.name] = browser.new_page(viewport={'width': 1400, 'height': 1000})
+            page.goto(f'{url}/lab/tree/nbs/{p.name}?token={token}&reset')
+            expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=90_000) # the kernel has started
+            page.locator('.lm-MenuBar-item', has_text='Run').first.click()
+            page.locator('.lm-Menu-item', has_text='Run All Cells').first.click()
+        yield opened
+    finally:
+        for page in opened.values(): page.close()
+
+
+@pytest.mark.parametrize('lesson', [p.name for p in LESSONS])
+def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
+    page = pages[lesson]
+    page.wait_for_function(ALL_RUN, timeout=400_000) # every input prompt numbered: every cell ran
+    expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=60_000)
+    errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
+    assert errors.count() == 0, errors.first.inner_text()[-2000:]
+    widget = page.locator('.widget-interact').last
+    handle, readout = widget.locator('.widget-slider .noUi-handle').first, widget.locator('.widget-readout').first
+    figure = widget.locator('.widget-output img')
+    expect(figure).to_have_count(1, timeout=60_000) # the widget drew its figure
+    widget.scroll_into_view_if_needed()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stem = lesson.removesuffix('.ipynb')
+    before, value = figure.get_attribute('src'), readout.inner_text()
+    widget.screenshot(path=SHOTS / f'{stem}-before.png')
+    handle.focus(); handle.press('ArrowRight') # one step, as a learner's keyboard does it
+    expect(readout).not_to_have_text(value, timeout=10_000)
+    page.wait_for_function('([el, old]) => { const i = el.querySelector(".widget-output img"); return i && i.src !== old; }',
+                           arg=[widget.element_handle(), before], timeout=60_000)
+    after = figure.get_attribute('src')
+    assert after != before and len(after) > 1000 # a new PNG, not an empty one
+    widget.screenshot(path=SHOTS / f'{stem}-after.png')
+    print(f'{lesson}: slider {value} -> {readout.inner_text()}, figure {len(before)} -> {len(after)} characters of PNG')
