@@ -70,7 +70,7 @@ def test_confident_mistakes_are_wrong_and_sorted():
 
 
 def test_gradients_are_the_backends_own():
-    from tl_course.explain import _grad
+    from tl_course.evaluate import _grad
     x = np.array([1.0, -2.0, 3.0], np.float32)
     y, g = _grad(lambda a: keras.ops.sum(a ** 3), keras.ops.convert_to_tensor(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(g), 3 * x ** 2, rtol=1e-6)
@@ -114,7 +114,7 @@ def test_gradcam_cuts_a_classifier_inside_its_base():
     "A `classifier` holds its base as one layer: the maps are the base's last ones, and the logits give its probabilities."
     from tl_course.registry import get_backbone
     from tl_course.train import classifier
-    from tl_course.explain import _split, _logits, gradcam
+    from tl_course.evaluate import _split, _logits, gradcam
     model = classifier(get_backbone('efficientnet_lite0', weights=None, input_size=64), 3)
     x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     to_maps, after = _split(model)

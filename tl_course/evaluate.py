@@ -9,9 +9,6 @@ __all__ = ['classification_metrics', 'accuracy_interval', 'calibration_bins', 'f
 
 # %% ../nbs/08_evaluate.ipynb #7ae887bb
 import numpy as np
-
-# %% ../nbs/08_evaluate.ipynb #b1f76411
-import numpy as np
 import keras
 
 # %% ../nbs/08_evaluate.ipynb #e7979dfd
@@ -57,19 +54,21 @@ def calibration_bins(y_true, probs, bins:int=15) -> dict:
     return {'ece': ece, 'count': count, 'confidence': mean_conf, 'accuracy': acc}
 
 # %% ../nbs/08_evaluate.ipynb #172af883
+def _log(probs): return np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1)) # a probability of 0 would give -inf
+
 def fit_temperature(probs, # (N, classes) probabilities on images the model did not train on, never the test split
                     y_true) -> float:
     "The temperature T that minimises the cross-entropy of softmax(log(probs) / T): T > 1 softens overconfident outputs."
     from scipy.optimize import minimize_scalar
     from scipy.special import log_softmax
-    logp, y = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1)), np.asarray(y_true)
+    logp, y = _log(probs), np.asarray(y_true)
     nll = lambda t: -log_softmax(logp / np.exp(t), axis=1)[np.arange(len(y)), y].mean()
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method='bounded').x))
 
 def with_temperature(probs, t:float) -> np.ndarray:
     "softmax(log(probs) / t): the same ranking of classes, other confidences."
     from scipy.special import softmax
-    return softmax(np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1)) / t, axis=1)
+    return softmax(_log(probs) / t, axis=1)
 
 # %% ../nbs/08_evaluate.ipynb #f12b871f
 def confident_mistakes(y_true, probs, n:int=8) -> np.ndarray:
