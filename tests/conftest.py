@@ -4,6 +4,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import pytest
 
+# the learner's own feature cache, as it was before the session fixture below pointed the tests elsewhere: the browser
+# test's lessons run as a learner's do, and read what nbdev-test (or the learner) extracted before
+LEARNER_CACHE = os.environ.get('TL_COURSE_CACHE')
+
 
 @pytest.fixture(autouse=True, scope='session')
 def _feature_cache(tmp_path_factory):

@@ -73,8 +73,12 @@ def lab(tmp_path_factory):
         f = settings / f'{ext}.jupyterlab-settings'
         f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(values))
     token, port = secrets.token_hex(16), free_port()
-    env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
-           'TF_CPP_MIN_LOG_LEVEL': '3'}
+    from conftest import LEARNER_CACHE
+    env = {k: v for k, v in os.environ.items() if k != 'TL_COURSE_CACHE'} # the lessons' cache is the learner's, not the tests'
+    # the lessons' kernels run side by side: one thread each, not each as many as there are cores (they would thrash)
+    env |= {'TF_NUM_INTRAOP_THREADS': '1', 'TF_NUM_INTEROP_THREADS': '1', 'OMP_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS': '1'}
+    env |= {'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'), 'TF_CPP_MIN_LOG_LEVEL': '3',
+            **({'TL_COURSE_CACHE': LEARNER_CACHE} if LEARNER_CACHE else {})}
     server = subprocess.Popen(
         [sys.executable, '-m', 'jupyter', 'lab', '--allow-root', '--no-browser', '--ServerApp.ip=127.0.0.1',
          f'--ServerApp.port={port}', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={tmp}',
