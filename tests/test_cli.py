@@ -180,7 +180,7 @@ def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
 
 
 @pytest.mark.slow_on_jax
-def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path):
+def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path, capsys, monkeypatch):
     env = {**os.environ, 'TL_COURSE_CACHE': str(tmp_path / 'cache')}
     args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--no-flip', '--out', str(tmp_path / 'run'), '--json')
     r = run(*args, cwd=digit_dirs, env=env)
@@ -195,6 +195,34 @@ def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_di
     again = run(*args, cwd=digit_dirs, env=env)
     assert again.returncode == 0 and 'epoch' not in again.stderr.replace('fine-tuning', '')
     assert json.loads(again.stdout)['accuracy'] == out['accuracy']
+    # `tl-course evaluate` on the run measures what the run measured, and writes its figures
+    monkeypatch.chdir(digit_dirs)
+    assert cli.main(['evaluate', str(tmp_path / 'run'), 'split', '--json', '--out', str(tmp_path / 'report')]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev['accuracy'] == pytest.approx(out['accuracy'], abs=1e-12) and ev['split'] == 'val' and ev['classes'] == ['0', '2', '7']
+    assert np.sum(ev['confusion_matrix']) == out['n_val'] and {'precision_macro', 'recall_macro', 'f1_macro', 'per_class'} <= set(ev)
+    assert {'metrics.json', 'confusion_matrix.png', 'reliability.png', 'mistakes.png'} <= {p.name for p in (tmp_path / 'report').iterdir()}
+    assert cli.main(['evaluate', str(tmp_path / 'run'), 'extra']) == 2 # another set of classes
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and "classes ['0', '9'] are not the model's" in err
+
+
+def test_explain_json_and_overlays(photo_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(photo_dir)
+    assert cli.main(['explain', 'efficientnet_lite0', 'chelsea.png', 'coffee.jpg', '--json', '--out', str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r['file'] for r in rows] == ['chelsea.png', 'coffee.jpg'] and rows[1]['class'] == 'espresso'
+    assert rows[0]['class_index'] in CATS
+    for r in rows:
+        assert 0 <= r['deletion_salient'] <= 1 and 0 <= r['deletion_random'] <= 1 and Path(r['overlay']).exists()
+    assert rows[1]['deletion_salient'] < rows[1]['deletion_random'] # the cup matters more than random blobs
+    assert cli.main(['explain', 'efficientnet_lite0', 'coffee.jpg', '--class', 'tabby', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)[0]['class'] == 'tabby'
+    for args, msg in [(['efficientnet_lite0', 'notes.txt'], 'notes.txt'), (['nowhere.keras', 'chelsea.png'], 'nowhere.keras: not a backbone name'),
+                      (['efficientnet_lite0', 'chelsea.png', '--class', 'unicorn'], "'unicorn' is neither")]:
+        assert cli.main(['explain'] + args) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and msg in err, err
 
 
 @pytest.mark.parametrize('args,msg', [

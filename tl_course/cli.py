@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_VAL_SPLIT', 'CliError', 'predict', 'inspect_folder', 'probe', 'fit', 'transfer_demo', 'finetune_demo', 'demo',
-           'main']
+           'evaluate', 'explain', 'main']
 
 # %% ../nbs/reference/cli.ipynb #cd3adef6
 import argparse, contextlib, json, math, os, sys
@@ -242,6 +242,38 @@ def demo(out:str='tl_course_demo', backbone:str='efficientnet_lite0') -> str:
             f'({ft["seconds"]:.0f} s in all)\n'
             f'Wrote {out / "predictions.png"}, {out / "predictions.json"}, {out / "transfer.json"} and the run in {out / "finetune"}')
 
+# %% ../nbs/reference/cli.ipynb #e741f107
+def _report(name):
+    "tl_course.report's function `name`, imported with TensorFlow's start-up lines kept off the terminal."
+    with _quiet_import(): import tl_course.report as report
+    return getattr(report, name)
+
+def evaluate(model:str, data_dir:str, split:str=None, out:str=None, as_json:bool=False) -> str:
+    "The `evaluate` verb: lesson 08's metrics of a saved classifier on a folder's split; the figures go to `out`."
+    try: m = _report('evaluate_folder')(model, data_dir, split, out)
+    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
+    if as_json: return json.dumps(m, indent=1)
+    lo, hi = m['accuracy_interval_95']
+    per = [f"  {c:<20} precision {v['precision']:.3f}  recall {v['recall']:.3f}  F1 {v['f1']:.3f}  ({v['support']} images)"
+           for c, v in m['per_class'].items()]
+    return '\n'.join([f"{model} on {data_dir}, split {m['split']}: {m['n']} images" + (', each averaged with its mirror image' if m['mirror'] else ''),
+                      f"  accuracy {m['accuracy']:.1%} (95 % interval {lo:.1%} to {hi:.1%}); macro precision {m['precision_macro']:.3f}, "
+                      f"recall {m['recall_macro']:.3f}, F1 {m['f1_macro']:.3f}; calibration error {m['ece']:.3f}",
+                      *per[:20], *([f'  wrote {out}/metrics.json, confusion_matrix.png, reliability.png, mistakes.png'] if out else [])])
+
+def explain(model:str, images:list, class_index:str=None, out:str=None, as_json:bool=False) -> str:
+    "The `explain` verb: Grad-CAM of each image and its deletion check; overlays go to `out`."
+    from tl_course.data import ImageError
+    if model in _NAMES.split(', '): _spec(model)
+    elif not Path(model).exists(): raise CliError(f'{model}: not a backbone name ({_NAMES}), a run folder or a .keras file')
+    try: rows = _report('explain_images')(model, images, class_index, out)
+    except ImageError as e: raise CliError(str(e)) from None
+    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
+    if as_json: return json.dumps(rows, indent=1)
+    return '\n'.join(f"{r['file']}: {r['class']} {r['probability']:.1%}; deleting its 20 % most salient pixels: {r['deletion_salient']:.1%}, "
+                     f"20 % at random: {r['deletion_random']:.1%}" + (f"; overlay {r['overlay']}" if 'overlay' in r else '') for r in rows)
+
+
 # %% ../nbs/reference/cli.ipynb #ed906f8a
 _DEFAULT = 'efficientnet_lite0'
 _NAMES = 'vgg16, resnet50, inception_v3, mobilenet_v2, efficientnet_b0, convnext_tiny, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2'
@@ -288,6 +320,18 @@ def _parser():
                     help='where the model, checkpoint, history, metrics and figures go (default tl_course_run); '
                          'a folder holding an unfinished run with the same settings is resumed')
     ft.add_argument('--json', action='store_true', help='print one JSON object')
+    ev = sub.add_parser('evaluate', help="a saved classifier's accuracy, precision, recall, F1, confusion matrix and calibration on a folder")
+    ev.add_argument('model', metavar='RUN_DIR_OR_MODEL', help='a `tl-course fit` run folder or a saved .keras classifier')
+    ev.add_argument('data_dir', metavar='DATA_DIR', help="<root>/<split>/<class>/* or <root>/<class>/*, the model's classes")
+    ev.add_argument('--split', metavar='NAME', help='the split to measure on (default: val, else test; a flat folder: all of it)')
+    ev.add_argument('--out', metavar='DIR', help='write metrics.json and the figures (confusion matrix, reliability, mistakes) here')
+    ev.add_argument('--json', action='store_true', help='print one JSON object')
+    ex = sub.add_parser('explain', help='Grad-CAM of image files, with a deletion check of each map')
+    ex.add_argument('model', metavar='MODEL', help=f'a run folder, a saved .keras classifier, or one of {_NAMES} (its ImageNet classes)')
+    ex.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
+    ex.add_argument('--class', dest='class_index', metavar='K', help='the class to explain, index or name (default: each image\'s top class)')
+    ex.add_argument('--out', metavar='DIR', help='write an overlay per image here (<name>_gradcam.png)')
+    ex.add_argument('--json', action='store_true', help='print JSON instead of text')
     de = sub.add_parser('demo', help='the main job on the bundled photos, no download')
     de.add_argument('--out', default='tl_course_demo', metavar='DIR', help='folder for the figure and JSON')
     de.add_argument('--backbone', default=_DEFAULT, metavar='NAME', help=f'one of {_NAMES}')
@@ -312,6 +356,8 @@ def main(argv:list=None) -> int:
                 raise CliError('--epochs-head must be at least 1 and --epochs-fine at least 0')
             print(fit(args.data_dir, args.val_dir, args.val_split, args.backbone, args.epochs_head, args.epochs_fine,
                       args.out, args.input_size, args.json, not args.no_mirror))
+        elif args.verb == 'evaluate': print(evaluate(args.model, args.data_dir, args.split, args.out, args.json))
+        elif args.verb == 'explain': print(explain(args.model, args.images, args.class_index, args.out, args.json))
         elif args.verb == 'demo': print(demo(args.out, args.backbone))
     except CliError as e:
         print(f'tl-course: error: {e}', file=sys.stderr)

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'RECIPE', 'save_checkpoint', 'read_checkpoint', 'restore_checkpoint', 'set_seed', 'fine_tune_options',
-           'FineTuneRun', 'start_run', 'plot_history', 'lr_find', 'plot_lr_find']
+           'predict_views', 'FineTuneRun', 'start_run', 'plot_history', 'lr_find', 'plot_lr_find']
 
 # %% ../nbs/reference/runs.ipynb #bc98e56f
 import contextlib, json, random, time, zipfile
@@ -131,6 +131,17 @@ class _EpochEnd(keras.callbacks.Callback):
         self.run._epoch_done(self.model.optimizer, self.phase, epoch, logs or {})
 
 # %% ../nbs/reference/runs.ipynb #ea1428de
+def predict_views(model, # a classifier taking images in [0, 255]
+                  batches:ImageBatches, # evaluation batches
+                  mirror:bool=True) -> list:
+    "The model's probabilities (float64) for `batches` and, when `mirror`, for their mirror images: a list of (N, classes) arrays."
+    views = [np.asarray(model.predict(batches, verbose=0), np.float64)]
+    if mirror:
+        batches.mirror = True
+        try: views.append(np.asarray(model.predict(batches, verbose=0), np.float64))
+        finally: batches.mirror = False
+    return views
+
 @dataclass
 class FineTuneRun:
     "A fine-tuning run: the model, its history (both phases, one row per epoch), metrics and where it is kept; the phases' bookkeeping."
@@ -229,13 +240,8 @@ class FineTuneRun:
         if phase == 1: self.checkpoint = None # phase 1 done in this process: phase 2 starts from the weights in memory
 
     def views(self, batches:ImageBatches) -> list:
-        "The model's probabilities for evaluation `batches` and, when `mirror`, for their mirror images: a list of (N, classes) arrays."
-        views = [np.asarray(self.model.predict(batches, verbose=0), np.float64)]
-        if self.mirror:
-            batches.mirror = True
-            try: views.append(np.asarray(self.model.predict(batches, verbose=0), np.float64))
-            finally: batches.mirror = False
-        return views
+        "The model's probabilities for evaluation `batches` and, when `mirror`, for their mirror images (`predict_views`)."
+        return predict_views(self.model, batches, self.mirror)
 
     def probabilities(self, batches:ImageBatches) -> np.ndarray:
         "Class probabilities for evaluation `batches`, averaged with their mirror images' when `mirror`."
