@@ -474,6 +474,17 @@ def test_tf_dataset_training_seeded_and_reshuffled(small_folder):
     assert sorted(np.concatenate([y.numpy() for _, y in ds]).tolist()) == sorted(small_folder.labels().tolist())
 
 
+
+@pytest.mark.tf_only
+def test_tf_dataset_a_pass_left_early_still_counts_as_an_epoch(small_folder):
+    "Epoch n of the data set is epoch n of `image_batches`, however much of the passes before it was read (or prefetched)."
+    args = (small_folder.files(), small_folder.labels(), 32, 1) # nine batches: prefetching cannot finish a pass left after one
+    ds, ib = tf_dataset(*args, training=True, seed=3), image_batches(*args, training=True, seed=3)
+    for _ in ds.take(1): pass # epoch 0, left after its first batch
+    ib.on_epoch_end()
+    for (x, y), i in zip(ds, range(len(ib))): # epoch 1
+        np.testing.assert_array_equal(x.numpy(), ib[i][0]); np.testing.assert_array_equal(y.numpy(), ib[i][1])
+
 # --- data sets by name: offline sets, downloads against a server on 127.0.0.1 ---
 
 import tarfile, zipfile

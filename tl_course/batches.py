@@ -77,11 +77,13 @@ def tf_dataset(files, labels, size:int=224, batch_size:int=32, training:bool=Fal
                cache:bool=True, # keep decoded base images in memory after the first epoch
                ):
     "`image_batches` as a prefetched `tf.data.Dataset`; each pass over it is the next epoch (TensorFlow only)."
+    import itertools
     import tensorflow as tf
     b = image_batches(files, labels, size, batch_size, training, preprocess, seed, max_cache_bytes=2**31 if cache else 0)
-    def epoch():
+    passes = itertools.count()
+    def epoch(): # each pass starts the next epoch, whether or not the last pass was read to its end (nor prefetched to it)
+        b.set_epoch(next(passes))
         for i in range(len(b)): yield b[i]
-        b.on_epoch_end()
     x0 = b[0][0]
     spec = (tf.TensorSpec((None,) + x0.shape[1:], tf.as_dtype(x0.dtype)), tf.TensorSpec((None,), tf.int64))
     return tf.data.Dataset.from_generator(epoch, output_signature=spec).prefetch(tf.data.AUTOTUNE)
