@@ -263,16 +263,13 @@ def evaluate(model:str, data_dir:str, split:str=None, out:str=None, as_json:bool
 
 def explain(model:str, images:list, class_index:str=None, out:str=None, as_json:bool=False) -> str:
     "The `explain` verb: Grad-CAM of each image and its deletion check; overlays go to `out`."
-    from tl_course.data import ImageError
-    if model in _NAMES.split(', '): _spec(model)
-    elif not Path(model).exists(): raise CliError(f'{model}: not a backbone name ({_NAMES}), a run folder or a .keras file')
+    if model not in _NAMES.split(', ') and not Path(model).exists():
+        raise CliError(f'{model}: not a backbone name ({_NAMES}), a run folder or a .keras file')
     try: rows = _report('explain_images')(model, images, class_index, out)
-    except ImageError as e: raise CliError(str(e)) from None
-    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
+    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None # a bad image file is a ValueError too
     if as_json: return json.dumps(rows, indent=1)
     return '\n'.join(f"{r['file']}: {r['class']} {r['probability']:.1%}; deleting its 20 % most salient pixels: {r['deletion_salient']:.1%}, "
                      f"20 % at random: {r['deletion_random']:.1%}" + (f"; overlay {r['overlay']}" if 'overlay' in r else '') for r in rows)
-
 
 # %% ../nbs/reference/cli.ipynb #ed906f8a
 _DEFAULT = 'efficientnet_lite0'
