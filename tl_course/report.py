@@ -43,13 +43,13 @@ def reliability_figure(curves, bins=15):
     ax.set_xlabel('confidence (top probability)'); ax.set_ylabel('accuracy'); ax.legend(fontsize=8)
     return fig
 
-def mistakes_figure(files, y_true, probs, classes, n=8):
-    "The `n` most confident mistakes: each image with its true class and the predicted class with its probability."
+def mistakes_figure(images, y_true, probs, classes, n=8):
+    "The `n` most confident mistakes: each image (a file, or an (H, W, 3) array) with its true class and the predicted class with its probability."
     from matplotlib.figure import Figure
     idx = confident_mistakes(y_true, probs, n)
     fig = Figure(figsize=(2.2 * max(len(idx), 1), 2.6), dpi=72, layout='constrained')
     for ax, i in zip(np.atleast_1d(fig.subplots(1, max(len(idx), 1))), idx):
-        ax.imshow(load_image(files[i])); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(load_image(images[i]) if isinstance(images[i], (str, Path)) else images[i]); ax.set_xticks([]); ax.set_yticks([])
         ax.set_title(f'true {classes[y_true[i]]}\nsaid {classes[probs[i].argmax()]} {probs[i].max():.0%}', fontsize=8)
     return fig
 
