@@ -313,7 +313,9 @@ def test_phase_2_runs_by_default_only_with_enough_images_per_class():
 class Killed(Exception): pass
 
 
-@pytest.mark.parametrize('epochs_head', [None, 2]) # the exact head (one row), and a head trained by AdamW (its optimizer saved)
+# the exact head (one row; no optimizer state, so its resume does not depend on the backend: TensorFlow pass only), and a
+# head trained by AdamW (its optimizer's variables saved and restored: both backends)
+@pytest.mark.parametrize('epochs_head', [pytest.param(None, marks=pytest.mark.backend_free), 2])
 def test_resume_between_the_phases(tmp_path, epochs_head):
     "Killed right after phase 1's last checkpoint, before any phase-2 epoch ends: the same call resumes into phase 2."
     train, val = digits()
@@ -344,6 +346,7 @@ def test_lr_find_says_when_nothing_falls():
     assert T.plot_lr_find(flat).axes[0].get_title().startswith('no usable descent')
 
 
+@pytest.mark.backend_free # tqdm's bars around Keras's callbacks: the same on every backend
 def test_progress_shows_a_bar_per_epoch(capsys):
     "progress=True: tqdm's bar per epoch, its batches and loss (a widget in Jupyter, stderr in a terminal)."
     train, val = digits()
