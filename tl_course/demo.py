@@ -25,7 +25,7 @@ from .download import write_atomic
 DEMO_RECIPE = dict(
     per_class=50,     # labelled training digits per class: with 20, fine-tuning did not reliably beat the probe
     n_test=1000,      # other digits, never trained on: one digit is 0.1 point
-    fine_size=64,     # fine-tuning's input side: Lite0 trains about 12x faster at 64 px than at 224 on a CPU
+    fine_size=64,     # fine-tuning's input side: (224/64)^2, about 12 times less arithmetic per image than at 224 px
     epochs_fine=8,    # phase 2's epochs: at 4, test accuracy was still rising
     fine_lr=1e-3,     # phase 2's peak rate: digits are far from ImageNet; photos' 1e-5 lost 10 points, 3e-4 gained less
     unfreeze='all',   # every layer trains: the early ones too, since strokes are not ImageNet's textures
@@ -204,7 +204,7 @@ def _sections(res, table, png) -> list:
                         f"{_gain(res['gain_fine_tuned_over_probe_95'])} over the probe although the network sees the digits at "
                         f"{r['fine_size']} px instead of {res['probe_input_size']} ({res['fine_tune_seconds']:.0f} s on this machine).",
                         'Why these settings (bench/demo_settings.py, three seeds): the recipe made for photos (the top of the network, '
-                        'rate 1e-5, random crops) lost 10 to 13 points against the probe on digits; with 20 digits per class even this '
+                        'rate 1e-5, random crops) lost 9 to 16 points against the probe on digits; with 20 digits per class even this '
                         'recipe did not reliably beat the probe; with 50 it did on every seed, by 3.6 to 7.4 points.'],
          'figures': [(png['learning_curves.png'], 'Loss and accuracy per epoch; epoch 1 is the head fitted exactly')]},
         {'title': '4. Evaluation and explanation (lesson 08)',
