@@ -96,22 +96,26 @@ def probe_gain(bb, d, train, test, seed:int=0) -> dict:
 def _pct(a): return f'{a:.1%}'
 def _gain(lo_hi): return f'{lo_hi[0] * 100:+.1f} to {lo_hi[1] * 100:+.1f} points'
 
-def _stages_table(y, preds, names):
+def _intervals(y, preds) -> tuple:
+    "Each model's accuracy and its 95 % interval, and each one's gain over the one before with its paired interval; computed once."
+    return ([float(np.mean(p == y)) for p in preds], [accuracy_interval(y, p) for p in preds],
+            [gain_interval(y, a, b) for a, b in zip(preds, preds[1:])])
+
+def _stages_table(names, accs, cis, gains):
     "The summary table: each model's accuracy and interval, and its gain over the row above with the paired interval."
-    rows, prev = [['stage', 'model', 'accuracy', '95 % interval', 'gain over the row above (95 % interval)']], None
-    for (stage, label), p in zip(names, preds):
-        acc = float(np.mean(p == y)); lo, hi = accuracy_interval(y, p)
-        gain = '' if prev is None else f'{(acc - np.mean(prev == y)) * 100:+.1f} points ({_gain(gain_interval(y, prev, p))})'
-        rows.append([stage, label, _pct(acc), f'{_pct(lo)} to {_pct(hi)}', gain]); prev = p
+    rows = [['stage', 'model', 'accuracy', '95 % interval', 'gain over the row above (95 % interval)']]
+    for k, ((stage, label), acc, (lo, hi)) in enumerate(zip(names, accs, cis)):
+        gain = '' if k == 0 else f'{(acc - accs[k - 1]) * 100:+.1f} points ({_gain(gains[k - 1])})'
+        rows.append([stage, label, _pct(acc), f'{_pct(lo)} to {_pct(hi)}', gain])
     return rows
 
-def _gains_figure(y, preds, labels):
+def _gains_figure(accs, cis, labels):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 3.2), layout='constrained'); ax = fig.subplots()
-    accs = [np.mean(p == y) for p in preds]; ci = np.array([accuracy_interval(y, p) for p in preds])
-    ax.bar(range(len(preds)), accs, yerr=[np.subtract(accs, ci[:, 0]), ci[:, 1] - accs], capsize=4, color=['#bbb', '#6a9fd4', '#2b6cb0'])
+    ci = np.array(cis)
+    ax.bar(range(len(accs)), accs, yerr=[np.subtract(accs, ci[:, 0]), ci[:, 1] - accs], capsize=4, color=['#bbb', '#6a9fd4', '#2b6cb0'])
     for i, a in enumerate(accs): ax.text(i, a / 2, _pct(a), ha='center', color='white', fontweight='bold')
-    ax.set_xticks(range(len(preds)), labels, fontsize=8); ax.set_ylabel('accuracy on the test digits'); ax.set_ylim(0, 1)
+    ax.set_xticks(range(len(accs)), labels, fontsize=8); ax.set_ylabel('accuracy on the test digits'); ax.set_ylim(0, 1)
     return fig
 
 # %% ../nbs/reference/demo.ipynb #eb3c95f0
@@ -149,19 +153,19 @@ def run_demo(out='tl_course_demo', # the folder for report.html, the figures, de
     stages = [('-', f'logistic regression on the {d.x[0].size // 3} raw pixels'),
               ('2', f'the same on {backbone} features at {bb.input_size} px'),
               ('3', f"{backbone} fine-tuned at {r['fine_size']} px, {r['epochs_fine']} epochs")]
-    table = _stages_table(y, [probe['raw_pixels'], probe['features'], pred_ft], stages)
+    accs, cis, gains = _intervals(y, [probe['raw_pixels'], probe['features'], pred_ft])
+    table = _stages_table(stages, accs, cis, gains)
     head = run.history['val_accuracy'][0]
     res |= {'n_train': len(train), 'n_test': len(test),
-            'accuracy_raw_pixels': float(np.mean(probe['raw_pixels'] == y)), 'accuracy_probe': float(np.mean(probe['features'] == y)),
-            'probe_input_size': bb.input_size, 'accuracy_head_alone': head, 'accuracy_fine_tuned': float(np.mean(pred_ft == y)),
-            'gain_probe_over_pixels_95': list(gain_interval(y, probe['raw_pixels'], probe['features'])),
-            'gain_fine_tuned_over_probe_95': list(gain_interval(y, probe['features'], pred_ft)),
-            'accuracy_interval_95': list(accuracy_interval(y, pred_ft)), 'ece': calibration_bins(y, p_ft)['ece'],
+            'accuracy_raw_pixels': accs[0], 'accuracy_probe': accs[1],
+            'probe_input_size': bb.input_size, 'accuracy_head_alone': head, 'accuracy_fine_tuned': accs[2],
+            'gain_probe_over_pixels_95': list(gains[0]), 'gain_fine_tuned_over_probe_95': list(gains[1]),
+            'accuracy_interval_95': list(cis[2]), 'ece': calibration_bins(y, p_ft)['ece'],
             'most_confused': {'true': d.classes[i], 'predicted': d.classes[j], 'count': int(cm[i, j])},
             **{k: m[k] for k in ('precision_macro', 'recall_macro', 'f1_macro', 'per_class', 'confusion_matrix')},
             'deletion_check': [{'file': n, 'class': top_p[0].name, **c} for n, top_p, c in zip(names, preds, checks)],
             'fine_tune_seconds': run.metrics['seconds'], 'run_dir': str(out / 'finetune')}
-    figs = {'gains.png': _gains_figure(y, [probe['raw_pixels'], probe['features'], pred_ft], ['raw pixels', f'probe ({bb.input_size} px)', f"fine-tuned ({r['fine_size']} px)"]),
+    figs = {'gains.png': _gains_figure(accs, cis, ['raw pixels', f'probe ({bb.input_size} px)', f"fine-tuned ({r['fine_size']} px)"]),
             'predictions.png': show_predictions(shown, preds, titles=names),
             'learning_curves.png': plot_history(run.history),
             'confusion_matrix.png': confusion_figure(cm, d.classes, 'test digits,'),
