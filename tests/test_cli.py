@@ -86,25 +86,21 @@ def test_offline_keras_backbone_exit_1(photo_dir, capsys, monkeypatch, tmp_path,
     assert err.count('\n') == 1 and 'r.h5' in err and str(tmp_path) in err
 
 
-@pytest.mark.slow_on_jax
-def test_demo_every_stage_gains_and_its_report_holds_every_figure(tmp_path, capsys):
-    "The default demo, as a newcomer runs it: each stage beats the one before on the same test digits, and report.html is whole."
+def demo_run(out, capsys, epochs):
+    """Runs `tl-course demo --out OUT` and checks what every run must hold, whatever its recipe: the progress lines, demo.json,
+    predictions.json, the fine-tuning run, the summary, and report.html with every figure inline. Returns demo.json's content."""
     import base64, html.parser, io
-    out = tmp_path / 'demo'
     assert cli.main(['demo', '--out', str(out)]) == 0
     text, err = capsys.readouterr()
-    # a progress line as each stage begins, and one per epoch of fine-tuning (the head, then 8)
+    # a progress line as each stage begins, and one per epoch of fine-tuning (the head, then the recipe's epochs)
     assert [l[:5] for l in err.splitlines() if l.startswith('[')] == ['[1/4]', '[2/4]', '[3/4]', '[4/4]']
-    assert sum(l.strip().startswith('phase') and 'epoch' in l for l in err.splitlines()) == 9
+    assert sum(l.strip().startswith('phase') and 'epoch' in l for l in err.splitlines()) == 1 + epochs
     res = json.loads((out / 'demo.json').read_text())
     assert [r['file'] for r in res['photos']] == ['chelsea', 'coffee', 'rocket', 'astronaut', 'motorcycle']
     assert res['photos'][0]['predictions'][0]['index'] in CATS and 'espresso' in text
     assert json.loads((out / 'predictions.json').read_text()) == res['photos']
-    assert (res['n_train'], res['n_test']) == (500, 1000) and np.sum(res['confusion_matrix']) == 1000
-    # the point of the demo: each stage's gain, paired interval clear of zero
-    assert res['gain_probe_over_pixels_95'][0] > 0 and res['gain_fine_tuned_over_probe_95'][0] > 0
-    assert res['accuracy_raw_pixels'] < res['accuracy_probe'] < res['accuracy_fine_tuned']
-    assert res['accuracy_head_alone'] < res['accuracy_fine_tuned'] - 0.03 # fine-tuning's gain over the head it started from
+    r = res['recipe']
+    assert (res['n_train'], res['n_test']) == (10 * r['per_class'], r['n_test']) and np.sum(res['confusion_matrix']) == r['n_test']
     ft = json.loads((out / 'finetune' / 'metrics.json').read_text())
     assert ft['accuracy'] == pytest.approx(res['accuracy_fine_tuned']) and ft['mirror'] is False and (out / 'finetune' / 'model.keras').exists()
     for k in ('accuracy_raw_pixels', 'accuracy_probe', 'accuracy_fine_tuned'): assert f'{res[k]:.1%}' in text
@@ -124,6 +120,30 @@ def test_demo_every_stage_gains_and_its_report_holds_every_figure(tmp_path, caps
         img = np.asarray(Image.open(io.BytesIO(png)).convert('L'), np.float64)
         assert min(img.shape) > 150 and img.std() > 10, name # a drawn figure, not a blank canvas
     for k in ('accuracy_raw_pixels', 'accuracy_probe', 'accuracy_head_alone', 'accuracy_fine_tuned'): assert f'{res[k]:.1%}' in doc
+    return res
+
+
+@pytest.mark.slow_on_jax
+def test_demo_writes_its_whole_report(tmp_path, capsys, monkeypatch):
+    "Every stage, file and figure of the demo, on a recipe small enough for CI (100 digits, 200 test digits, 2 epochs at 32 px)."
+    import tl_course.demo
+    monkeypatch.setattr(tl_course.demo, 'DEMO_RECIPE', {**tl_course.demo.DEMO_RECIPE, 'per_class': 10, 'n_test': 200,
+                                                        'fine_size': 32, 'epochs_fine': 2})
+    res = demo_run(tmp_path / 'demo', capsys, epochs=2)
+    assert res['recipe']['fine_size'] == 32 and res['n_train'] == 100
+    assert res['accuracy_probe'] > 0.5 # ten classes: chance is 10 %
+
+
+@pytest.mark.slow
+def test_demo_every_stage_gains(tmp_path, capsys):
+    """The default demo, as a newcomer runs it: each stage beats the one before on the same test digits. About three minutes
+    on two cores, so `.ci/test` leaves it out (`pytest -m slow` runs it); `nbs/reference/demo.ipynb` holds the same run's output."""
+    res = demo_run(tmp_path / 'demo', capsys, epochs=8)
+    assert (res['n_train'], res['n_test']) == (500, 1000)
+    # the point of the demo: each stage's gain, paired interval clear of zero
+    assert res['gain_probe_over_pixels_95'][0] > 0 and res['gain_fine_tuned_over_probe_95'][0] > 0
+    assert res['accuracy_raw_pixels'] < res['accuracy_probe'] < res['accuracy_fine_tuned']
+    assert res['accuracy_head_alone'] < res['accuracy_fine_tuned'] - 0.03 # fine-tuning's gain over the head it started from
 
 
 def test_help_lists_the_registry():

@@ -42,9 +42,11 @@ def python(code, env=None, timeout=900):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def one_device():
-    "The run on one TensorFlow device, computed once for both TensorFlow tests (`--dist loadgroup` keeps them on one worker)."
+    """The run on one TensorFlow device, computed once for both TensorFlow tests (`--dist loadgroup` keeps them on one
+    worker; session scope, because a module-scoped fixture is torn down and computed again when another module's test
+    runs between them)."""
     return python(RUN.format(tests=TESTS) + "print(json.dumps(run(None)))", env={'KERAS_BACKEND': 'tensorflow'})
 
 

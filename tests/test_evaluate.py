@@ -90,6 +90,9 @@ def photos():
     return np.stack([resize_center_crop(p, 224) for p in bundled_photos().values()])
 
 
+# JAX's gradient path is checked by test_gradcam_cuts_a_classifier_inside_its_base; this one's 30 s there are the deletion
+# check's many 224-px forward passes through depthwise convolutions, slow on XLA's CPU
+@pytest.mark.slow_on_jax
 def test_gradcam_on_the_bundled_photos_and_its_deletion_check(lite0_top, photos):
     "Lite0's top class for each photo; the map is 7 x 7 in [0, 1]; deleting the salient 20 % costs more than random blobs."
     from tl_course.explain import gradcam, deletion_check
