@@ -191,6 +191,18 @@ def test_probe_text_val_dir_and_pca(digit_dirs, capsys, monkeypatch):
     assert 'PCA to 8' in out and 'on 18 images: from valdir' in out and 'trained on 60 images of 3 classes' in out
 
 
+def test_probe_layers_all_prints_the_curve(digit_dirs, capsys, monkeypatch, tmp_path):
+    "`--layers all`: a line per stage output and one for the head, each with its accuracy on the val split and its CV."
+    from tl_course.registry import get_backbone, stage_outputs
+    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path))
+    assert cli.main(['probe', 'split', '--no-mirror', '--layers', 'all']) == 0
+    out = capsys.readouterr().out
+    curve = out.split('the layer-transferability curve')[1].splitlines()[1:]
+    names = ['head'] + stage_outputs(get_backbone('efficientnet_lite0'))
+    assert [l.split()[0] for l in curve[:len(names)]] == names and all('% of' not in l and '(CV ' in l for l in curve[:len(names)])
+    assert 'on 60 images: its val split' in out
+
+
 def test_probe_holds_out_a_share_when_there_is_no_val_split(digit_dirs, capsys, monkeypatch):
     monkeypatch.chdir(digit_dirs)
     assert cli.main(['probe', 'flat', '--no-flip', '--lda', '--json']) == 0
@@ -205,7 +217,8 @@ def test_probe_holds_out_a_share_when_there_is_no_val_split(digit_dirs, capsys, 
     (['split', '--val-dir', 'valdir'], 'has its own val split'),
     (['flat', '--pca', '0'], '--pca must be at least 1'),
     (['nowhere'], 'nowhere: no such folder'),
-    (['flat', '--backbone', 'resnet5'], 'Unknown backbone')])
+    (['flat', '--backbone', 'resnet5'], 'Unknown backbone'),
+    (['split', '--layers', 'block99_add'], "--layers: Expected layers to be 'auto', 'all', 'head', 'cut' or names")])
 def test_probe_bad_input_exit_2(digit_dirs, capsys, monkeypatch, args, msg):
     monkeypatch.chdir(digit_dirs)
     assert cli.main(['probe'] + args) == 2

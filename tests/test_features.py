@@ -8,6 +8,7 @@ from PIL import Image
 
 import tl_course.features as F
 from tl_course.backbones import get_backbone
+from tl_course.registry import stage_outputs
 from tl_course.data import ImageError, load_image, load_image_folder, resize_center_crop
 
 SIZE = 32
@@ -320,7 +321,9 @@ def test_linear_probe_separates_colours(colours, tmp_path):
     assert m['accuracy'] == 1.0 and m['n_train'] == 16 and m['n_val'] == 8 and m['classes'] == ['blue', 'red']
     assert m['eval_split'] == 'val' and m['mirror'] is True and m['C'] in F.CS
     cv = m['cv_accuracy_by_features']
-    assert list(cv) == ['head', 'head+block10_add', 'head, signed power 0.5', 'head+block10_add, signed power 0.5']
+    # the features by CV at power 1 (the default layers='cut': the head, or the head and the cut layer), then the power
+    chosen = max(['head', 'head+block10_add'], key=cv.get)
+    assert list(cv) == ['head', 'head+block10_add', f'{chosen}, signed power 0.5']
     assert m['features_from'] == max(cv, key=cv.get) and m['power'] == (0.5 if 'power' in m['features_from'] else 1)
     assert m['features'] == 1280 + 112 * ('block10_add' in m['features_from'])
     assert set(m['per_class_accuracy']) == {'blue', 'red'} and m['seconds'] >= m['seconds_fit'] > 0
@@ -337,10 +340,11 @@ def test_linear_probe_with_selection(colours, tmp_path, selection, n, width):
     assert p.metrics['features'] == width and p.metrics['accuracy'] >= 0.75
 
 
-@pytest.mark.parametrize('mid_level,width,name', [(False, 1280, 'head'), (True, 1392, 'head+block10_add')])
-def test_mid_level_features(colours, tmp_path, mid_level, width, name):
+@pytest.mark.parametrize('layers,width,name', [('head', 1280, 'head'), ('block10_add', 1392, 'head+block10_add'),
+                                               (['block10_add', 'block4_add', 'block10_add'], 1432, 'head+block4_add+block10_add')])
+def test_mid_level_features(colours, tmp_path, layers, width, name):
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
-    p = F.linear_probe(colours, backbone=bb, mid_level=mid_level, cache=tmp_path / 'c')
+    p = F.linear_probe(colours, backbone=bb, layers=layers, cache=tmp_path / 'c')
     assert (p.metrics['features'], p.metrics['features_from'], list(p.metrics['cv_accuracy_by_features'])) == (width, name, [name])
     val = sorted((colours / 'val' / 'blue').iterdir())
     assert p.features(val, cache=False).shape == (len(val), width)
@@ -350,10 +354,53 @@ def test_mid_level_features(colours, tmp_path, mid_level, width, name):
 @pytest.mark.backend_free
 def test_power_chosen_by_cross_validation_reaches_the_pipeline(colours, tmp_path):
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
-    p = F.linear_probe(colours, backbone=bb, mid_level=False, power=0.5, cache=tmp_path / 'c')
+    p = F.linear_probe(colours, backbone=bb, layers='head', power=0.5, cache=tmp_path / 'c')
     assert p.metrics['features_from'] == 'head, signed power 0.5' and p.pipeline.named_steps['power'].kw_args == {'p': 0.5}
     x = p.features(sorted((colours / 'val' / 'red').iterdir()), cache=tmp_path / 'c')
     np.testing.assert_array_equal(p.pipeline[:1].transform(x), np.sqrt(x))  # pooled ReLU6 outputs are >= 0
+
+
+@pytest.mark.backend_free
+def test_auto_layers_add_the_stages_cross_validation_prefers(colours, tmp_path, monkeypatch):
+    "Forward selection: each round adds the stage whose columns CV scores best, at most two, and stops when none helps."
+    import tl_course.probe as PR
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    stages = stage_outputs(bb)
+    w = {s: int(bb.model.get_layer(s).output.shape[-1]) for s in stages}
+    # the stage sets forward selection tries, told apart by their widths (each distinct along its path)
+    tried = {1280: ['head']} | {1280 + w[s]: ['head', s] for s in stages} | {1392 + w[s]: ['head', s, 'block10_add'] for s in stages}
+    liked = {'head': 0.5, 'block4_add': 0.8, 'block10_add': 0.9} # a made-up CV score per stage: the sum of those it holds
+    def fake_cv(pipe):
+        names = tried[pipe.named_steps['classifier'].n_features_in_]
+        return sum(liked.get(k, 0) for k in names) - 0.01 * len(names)
+    monkeypatch.setattr(PR, 'cv_accuracy', fake_cv)
+    p = F.linear_probe(colours, backbone=bb, layers='auto', cache=False)
+    assert p.extra_layers == tuple(stages) and p.metrics['features_from'] == 'head+block4_add+block10_add'
+    cv = p.metrics['cv_accuracy_by_features']
+    assert list(cv)[:1 + len(stages)] == ['head'] + [f'head+{s}' for s in stages] # round 1: the head, then each stage added
+    assert len(cv) == 1 + len(stages) + len(stages) - 1 # round 2: each other stage added to head+block10_add
+    blocks = PR._blocks(bb, tuple(stages))
+    np.testing.assert_array_equal(p.columns, np.concatenate([blocks['head'], blocks['block4_add'], blocks['block10_add']]))
+    assert p.metrics['features'] == 1280 + 40 + 112 and p.predict_files(sorted((colours / 'val' / 'red').iterdir()), cache=False) == ['red'] * 4
+
+
+@pytest.mark.backend_free
+def test_all_layers_measure_every_stage_alone(colours, tmp_path):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    p = F.linear_probe(colours, backbone=bb, layers='all', cache=tmp_path / 'c')
+    curve = p.metrics['by_layer']
+    assert list(curve) == ['head'] + stage_outputs(bb)
+    assert all(set(v) == {'cv', 'C', 'accuracy'} and 0 <= v['accuracy'] <= 1 for v in curve.values())
+    assert curve['head']['cv'] == p.metrics['cv_accuracy_by_features']['head']
+    again = F.linear_probe(colours, backbone=bb, layers='all', cache=tmp_path / 'c')
+    assert again.metrics['cv_cached'] and again.metrics['by_layer'] == curve
+
+
+def test_layers_are_checked(colours):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE)
+    for bad in ('block99_add', 'avg_pool', [], 'some'):
+        with pytest.raises(ValueError, match="Expected layers to be 'auto', 'all', 'head', 'cut' or names .* block10_add"):
+            F.linear_probe(colours, backbone=bb, layers=bad, cache=False)
 
 
 def test_pooled_layers_are_the_layer_means(bb, files):

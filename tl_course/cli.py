@@ -118,13 +118,16 @@ def _get_backbone(name, **kw):
     except WeightsUnavailable as e: raise CliError(str(e), status=1) from None
 
 def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='efficientnet_lite0',
-          pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False) -> str:
+          pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False, layers:str='cut') -> str:
     "The `probe` verb: a linear classifier on a pretrained network's features, measured on held-out images."
     folder, source = _probe_folder(data_dir, val_dir, val_split)
     bb = _get_backbone(backbone)
     from tl_course.features import linear_probe
-    p = linear_probe(folder, bb, selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror,
-                     cache=cache, progress=sys.stderr.isatty())
+    try: p = linear_probe(folder, bb, selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror,
+                          cache=cache, progress=sys.stderr.isatty(), layers=layers)
+    except ValueError as e:
+        if 'Expected layers' in str(e): raise CliError(f'--layers: {e}') from None
+        raise
     m = {'data_dir': str(data_dir), **p.metrics, 'evaluated_on': source,
          'bad_files': [{'file': str(f), 'reason': r} for f, r in folder.bad]}
     if as_json: return json.dumps(m, indent=1)
@@ -137,6 +140,8 @@ def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='ef
         *([f'  per class: {per}'] if len(m['classes']) <= 12 else []),
         f'  trained on {m["n_train"]} images of {len(m["classes"])} classes; C = {m["C"]:.3g} by cross-validation on '
         f'the training images alone (CV accuracy {m["cv_accuracy"]:.1%})',
+        *([f'  each layer alone (pooled; the layer-transferability curve), accuracy on the same {m["n_val"]} images, CV on train:']
+          + [f'    {k:<24}{v["accuracy"]:6.1%}  (CV {v["cv"]:.1%})' for k, v in m['by_layer'].items()] if 'by_layer' in m else []),
         f'  {m["seconds"]:.1f} s: features {m["seconds_features"]:.1f} s (cached for the next run), fit {m["seconds_fit"]:.1f} s'
         + (f'; {len(folder.bad)} bad files skipped (--json lists them)' if folder.bad else '')])
 
@@ -264,6 +269,11 @@ def _parser():
     sel.add_argument('--lda', action='store_true', help='project with shrinkage LDA (classes - 1 dimensions)')
     pb.add_argument('--no-mirror', '--no-flip', dest='no_mirror', action='store_true', help='do not average features with the mirror image (text, digits)')
     pb.add_argument('--no-cache', action='store_true', help='extract features again instead of reusing cached ones')
+    pb.add_argument('--layers', default='cut', metavar='WHICH',
+                    help="inner layers whose pooled outputs join the network's features: cut (default: its cut layer, if "
+                         "cross-validation on the training images prefers it), head (none), auto (up to two stage outputs, "
+                         "each kept if cross-validation prefers it), all (as auto, and prints each stage alone: the "
+                         "layer-transferability curve), or LAYER,LAYER,...")
     pb.add_argument('--json', action='store_true', help='print one JSON object')
     ft = _with_data_args(sub.add_parser('fit', help='fine-tune a pretrained network on a folder (two phases); resumes an unfinished run'))
     ft.add_argument('--epochs-head', type=int, metavar='N',
@@ -308,7 +318,7 @@ def main(argv:list=None) -> int:
         elif args.verb == 'probe':
             if args.pca is not None and args.pca < 1: raise CliError(f'--pca must be at least 1, received {args.pca}')
             print(probe(args.data_dir, args.val_dir, args.val_split, args.backbone, args.pca, args.lda,
-                        not args.no_mirror, not args.no_cache, args.json))
+                        not args.no_mirror, not args.no_cache, args.json, args.layers))
         elif args.verb == 'fit':
             if (args.epochs_fine is not None and args.epochs_fine < 0) or (args.epochs_head is not None and args.epochs_head < 1):
                 raise CliError('--epochs-head must be at least 1 and --epochs-fine at least 0')

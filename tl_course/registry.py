@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['KERAS_BASE', 'BACKBONES', 'KERAS_FALLBACK', 'BackboneSpec', 'list_backbones', 'backbone_spec', 'WeightsUnavailable',
-           'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone', 'with_pooled_layers']
+           'keras_cache_dir', 'imagenet_weights_path', 'Backbone', 'get_backbone', 'with_pooled_layers',
+           'stage_outputs']
 
 # %% ../nbs/reference/registry.ipynb #677fac27
 import os
@@ -193,3 +194,38 @@ def with_pooled_layers(backbone:Backbone, # built with pooling, without its top
     model = keras.Model(m.inputs, keras.layers.Concatenate()([m.output] + pooled))
     made[tuple(layers)] = Backbone(backbone.spec, model, backbone.input_size, backbone.pooled_layers + tuple(layers))
     return made[tuple(layers)]
+
+# %% ../nbs/reference/registry.ipynb #0d879962
+def _through_layers(model) -> list:
+    "(name, (H, W, C)) of each layer, in order, that every path from the input to the output passes through."
+    ops = list(getattr(model, 'operations', model.layers)) # with operations that are not layers (a `keras.ops` sum)
+    at = {id(o): i for i, o in enumerate(ops)}
+    reach = list(range(len(ops))) # the furthest operation that takes an output of operation i
+    for i, o in enumerate(ops):
+        for node in o._inbound_nodes:
+            for t in node.input_tensors:
+                j = at.get(id(t._keras_history[0]))
+                if j is not None: reach[j] = max(reach[j], i)
+    out, far = [], 0
+    for i, o in enumerate(ops): # o is on every path when no edge jumps over it
+        if far <= i and isinstance(o, keras.layers.Layer) and not isinstance(o, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
+            shape = tuple(o.output.shape[1:])
+            if len(shape) == 3 and None not in shape and shape[-1] > 3: out.append((o.name, shape))
+        far = max(far, reach[i])
+    return out
+
+def stage_outputs(backbone) -> list:
+    "Names of the layers where each stage of `backbone` (a `Backbone` or a Keras model) ends, in order; the last stage, whose pooled output is the features, is left out."
+    model = getattr(backbone, 'model', backbone)
+    runs = [] # (side, width, name of the run's last layer)
+    for name, (h, w, c) in _through_layers(model):
+        if runs and runs[-1][:2] == (h, c): runs[-1] = (h, c, name)
+        else: runs.append((h, c, name))
+    keep = []
+    for k, (h, c, name) in enumerate(runs[:-1]):
+        prev, nxt = (runs[k - 1] if k else None), runs[k + 1]
+        widened = prev is not None and prev[0] == h and prev[1] < c # this run widened the one before it at its side
+        if nxt[0] == h: ends = nxt[1] > c and not widened # the width grows at the same side: a narrow run ends a stage
+        else: ends = not (widened and nxt[1] == c) # the side shrinks: a stage ends, unless this run is an expansion
+        if ends: keep.append(name)
+    return keep
