@@ -379,7 +379,7 @@ def test_auto_layers_add_the_stages_cross_validation_prefers(colours, tmp_path, 
     cv = p.metrics['cv_accuracy_by_features']
     assert list(cv)[:1 + len(stages)] == ['head'] + [f'head+{s}' for s in stages] # round 1: the head, then each stage added
     assert len(cv) == 1 + len(stages) + len(stages) - 1 # round 2: each other stage added to head+block10_add
-    blocks = PR._blocks(bb, tuple(stages))
+    blocks = PR.feature_columns(bb, tuple(stages))
     np.testing.assert_array_equal(p.columns, np.concatenate([blocks['head'], blocks['block4_add'], blocks['block10_add']]))
     assert p.metrics['features'] == 1280 + 40 + 112 and p.predict_files(sorted((colours / 'val' / 'red').iterdir()), cache=False) == ['red'] * 4
 
