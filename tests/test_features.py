@@ -396,6 +396,7 @@ def test_all_layers_measure_every_stage_alone(colours, tmp_path):
     assert again.metrics['cv_cached'] and again.metrics['by_layer'] == curve
 
 
+@pytest.mark.backend_free
 def test_layers_are_checked(colours):
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
     for bad in ('block99_add', 'avg_pool', [], 'some'):
