@@ -26,33 +26,20 @@ import numpy as np
 
 from tl_course.data import get_dataset, load_image_folder
 from tl_course.features import extract_features, fit_probe, cv_accuracy
-from tl_course.probe import eval_split
+from tl_course.domains import small_split
+from tl_course.probe import eval_split, feature_columns
 from tl_course.registry import get_backbone, stage_outputs
 from suite import SETS, mnist_folder
-
-
-def columns(bb, stages):
-    "Column slices of the head and of each stage in the features `extract_features(extra_layers=stages)` gives."
-    widths = [int(bb.model.output.shape[-1])] + [int(bb.model.get_layer(s).output.shape[-1]) for s in stages]
-    ends = np.cumsum(widths)
-    return {name: np.arange(e - w, e) for name, w, e in zip(['head'] + list(stages), widths, ends)}
-
-
-def first_per_class(files, labels, n):
-    "The first `n` files of each class, in file order."
-    keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in np.unique(labels)]) if n else np.arange(len(labels))
-    keep.sort()
-    return [files[i] for i in keep], labels[keep]
 
 
 def one_set(name, folder, bb, mirror, stages, log, per_class=None):
     t = time.perf_counter()
     split = eval_split(folder)
-    for s in ('train', split): folder.splits[s] = first_per_class(list(folder.files(s)), folder.labels(s), per_class)
+    if per_class: folder = small_split(folder, per_class, per_class)
     ex = dict(mirror=mirror, progress=True, extra_layers=tuple(stages))
     xtr, xte = extract_features(bb, folder.files('train'), **ex), extract_features(bb, folder.files(split), **ex)
     ytr, yte = folder.labels('train'), folder.labels(split)
-    cols = columns(bb, stages)
+    cols = feature_columns(bb, tuple(stages))
     memo = {}
     def score(names):
         "CV accuracy on train and accuracy on the held-out split of a probe on these blocks' columns."
