@@ -59,3 +59,16 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# module fixtures that take seconds to build (a trained run, a network with its weights): under pytest-xdist with
+# `--dist loadgroup` the tests that use one run on one worker, so the fixture is built once, not once per worker
+# (measured in .ci/run: the run of test_train was built on both workers, 20 s each on TensorFlow, 34 and 28 s on JAX)
+GROUPED_FIXTURES = ('tiny_run', 'lite0', 'lite0_top', 'bb')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = [f for f in GROUPED_FIXTURES if f in getattr(item, 'fixturenames', ())]
+        if used and not item.get_closest_marker('xdist_group'):
+            item.add_marker(pytest.mark.xdist_group(f'{item.module.__name__}:{used[0]}'))

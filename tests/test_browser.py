@@ -6,8 +6,11 @@ Needs Debian's `chromium` and Playwright for Python (`pip install -e ".[dev]"`; 
 browser here, so it drives the system one through `executable_path`). Skipped when either is missing, unless
 `TL_COURSE_BROWSER=1` (as `.ci/test` sets), where a missing browser fails the run instead.
 
-Each lesson is copied without its `#| slow` cells and without the cells after its widget (they do not change what
-the widget shows), the same cells `nbdev-test` runs: what is checked here is the page, not the numbers."""
+Each lesson runs whole, the cells `nbdev-test` runs (not those flagged `slow` or `notest`; not the hidden
+`nbdev_export()` at the end, which needs the project's pyproject.toml): no cell may fail, and every check in the lesson
+holds. So `.ci/test` leaves these lessons out of its nbdev-test (tests/widget_lessons.py names them): each lesson runs
+once in CI. Two lessons run at a time, each in its own kernel with one thread, as nbdev-test runs two side by side; a
+finished lesson's kernel is shut down.
 import json, os, re, secrets, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 
@@ -26,27 +29,10 @@ if not (CHROMIUM and sync_playwright):
     if REQUIRED: raise RuntimeError(f'TL_COURSE_BROWSER=1 but the browser test {why}')
     pytest.skip(why, allow_module_level=True)
 
-EXPLORER = re.compile(r'^\w*explorer$') # a lesson's widget cell ends with its explorer's name, which displays it
+sys.path.insert(0, str(Path(__file__).parent))
+from widget_lessons import WIDGET_LESSONS, runnable_cells, widget_cell
 
-
-def cells(nb): return [(c['cell_type'], ''.join(c['source'])) for c in nb['cells']]
-
-
-def widget_cell(path) -> int | None:
-    "Index of the lesson's first widget cell (a code cell whose last line is an `...explorer` name), or None."
-    for i, (kind, src) in enumerate(cells(json.loads(path.read_text()))):
-        lines = src.strip().splitlines()
-        if kind == 'code' and lines and EXPLORER.match(lines[-1].strip()): return i
-
-
-WIDGET_LESSONS = sorted(p for p in (ROOT / 'nbs').glob('[0-9]*.ipynb') if widget_cell(p) is not None)
-# Lesson 07 is the heaviest to run up to its widget (its training cells: about 45 s of CPU on two cores) and its explorer
-# is the same slider-and-figure `interact` as lesson 02's; left out to keep .ci/run under 20 minutes on two cores (its
-# widget still draws its figure under nbdev-test). Lesson 09 likewise: its explorer is another slider-and-figure
-# `interactive` (passed here with TL_COURSE_BROWSER_ALL=1: slider 0 -> 1, figure 61507 -> 58511 characters of PNG), and
-# with it .ci/run measured 1061 s of its 1,200 on two cores. TL_COURSE_BROWSER_ALL=1 runs both.
-BROWSER_SKIP = set() if os.environ.get('TL_COURSE_BROWSER_ALL') else {'07_train.ipynb', '09_domains.ipynb'}
-LESSONS = [p for p in WIDGET_LESSONS if p.name not in BROWSER_SKIP]
+LESSONS = WIDGET_LESSONS
 
 
 def test_every_lesson_with_a_widget_is_covered():
@@ -54,10 +40,10 @@ def test_every_lesson_with_a_widget_is_covered():
     assert uses and uses == {p.name for p in WIDGET_LESSONS}, f'a widget this test cannot find in {uses - {p.name for p in WIDGET_LESSONS}}'
 
 
-def trimmed(path, dest):
-    "The lesson up to its widget cell, without `#| slow` cells or stored outputs."
+def runnable(path, dest):
+    "The lesson as nbdev-test runs it (see `runnable_cells`), without stored outputs or the hidden export cell."
     nb = json.loads(path.read_text())
-    keep = [c for c in nb['cells'][:widget_cell(path) + 1] if not ''.join(c['source']).lstrip().startswith('#| slow')]
+    keep = [c for c in runnable_cells(path) if 'nbdev_export()' not in ''.join(c['source'])]
     for c in keep:
         if c['cell_type'] == 'code': c['outputs'], c['execution_count'] = [], None
     dest.write_text(json.dumps({**nb, 'cells': keep}))
@@ -73,7 +59,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('lab')
     (tmp / 'nbs').mkdir()
     (tmp / 'bench').symlink_to(ROOT / 'bench') # lesson 07 reads ../bench/results
-    for p in LESSONS: trimmed(p, tmp / 'nbs' / p.name)
+    for p in LESSONS: runnable(p, tmp / 'nbs' / p.name)
     settings = tmp / 'settings'
     for ext, values in {'@jupyterlab/apputils-extension/notification': {'fetchNews': 'false', 'checkForUpdates': False},
                         '@jupyterlab/notebook-extension/tracker': {'windowingMode': 'none'}}.items(): # every cell in the page
@@ -112,35 +98,53 @@ def browser():
         b.close()
 
 
-ALL_RUN = """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-                    return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
+DONE = """() => { if (document.querySelector('[data-mime-type="application/vnd.jupyter.error"]')) return true; // a cell failed
+                 const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+                 return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }"""
+
+
+def _kernels_down(url, token, name):
+    "Shut down the kernel of the notebook `name` (closing its tab leaves it running)."
+    api = lambda path, method='GET': urllib.request.urlopen(urllib.request.Request(f'{url}{path}?token={token}', method=method), timeout=10)
+    for s in json.loads(api('/api/sessions').read()):
+        if s.get('path', '').endswith(name): api(f"/api/sessions/{s['id']}", 'DELETE')
 
 
 @pytest.fixture(scope='module')
 def pages(lab, browser):
-    "Every lesson open in its own tab and told to run all its cells; the kernels work side by side, as a learner's tabs would."
+    "Each lesson opened in its own tab and told to run all its cells, at most two at a time: `pages(name)` starts the lesson after it too."
     url, token = lab
-    opened = {}
-    try:
-        for p in LESSONS:
-            page = opened[p.name] = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            page.goto(f'{url}/lab/tree/nbs/{p.name}?token={token}&reset')
-            expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=90_000) # the kernel has started
-            page.locator('.lm-MenuBar-item', has_text='Run').first.click()
-            page.locator('.lm-Menu-item', has_text='Run All Cells').first.click()
-        yield opened
+    opened, names = {}, [p.name for p in LESSONS]
+    def start(name):
+        if name in opened: return
+        page = opened[name] = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        page.goto(f'{url}/lab/tree/nbs/{name}?token={token}&reset')
+        expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=90_000) # the kernel has started
+        page.locator('.lm-MenuBar-item', has_text='Run').first.click()
+        page.locator('.lm-Menu-item', has_text='Run All Cells').first.click()
+    def get(name):
+        start(name)
+        i = names.index(name)
+        if i + 1 < len(names): start(names[i + 1]) # the next lesson runs while this one finishes and is checked
+        return opened[name]
+    def done(name):
+        opened[name].close(); _kernels_down(url, token, name)
+    try: yield get, done
     finally:
-        for page in opened.values(): page.close()
+        for page in opened.values():
+            if not page.is_closed(): page.close()
 
 
 @pytest.mark.parametrize('lesson', [p.name for p in LESSONS])
 def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
-    page = pages[lesson]
-    page.wait_for_function(ALL_RUN, timeout=400_000) # every input prompt numbered: every cell ran
-    expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=60_000)
+    get, done = pages
+    page = get(lesson)
+    page.wait_for_function(DONE, timeout=600_000) # every input prompt numbered (every cell ran), or an error shown
     errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
     assert errors.count() == 0, errors.first.inner_text()[-2000:]
-    widget = page.locator('.widget-interact').last
+    expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=60_000)
+    cell = page.locator('.jp-Notebook .jp-Cell').nth(widget_cell(ROOT / 'nbs' / lesson))
+    widget = cell.locator('.widget-interact').first
     handle, readout = widget.locator('.widget-slider .noUi-handle').first, widget.locator('.widget-readout').first
     figure = widget.locator('.widget-output img')
     expect(figure).to_have_count(1, timeout=60_000) # the widget drew its figure
@@ -157,3 +161,4 @@ def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
     assert after != before and len(after) > 1000 # a new PNG, not an empty one
     widget.screenshot(path=SHOTS / f'{stem}-after.png')
     print(f'{lesson}: slider {value} -> {readout.inner_text()}, figure {len(before)} -> {len(after)} characters of PNG')
+    done(lesson)

@@ -203,6 +203,31 @@ def test_probe_layers_all_prints_the_curve(digit_dirs, capsys, monkeypatch, tmp_
     assert 'on 60 images: its val split' in out
 
 
+def test_probe_backbone_all_has_a_row_per_backbone(digit_dirs, capsys, monkeypatch, tmp_path):
+    "`--backbone all`: each registry backbone in turn, the same accuracy as probing it alone; one without weights is skipped, said why."
+    import tl_course.registry as registry
+    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path))
+    monkeypatch.setattr(registry, 'list_backbones', lambda: ['efficientnet_lite0', 'vgg16']) # two, to keep it short
+    def unavailable(spec, *a, **kw): raise registry.WeightsUnavailable(f'{spec.name}: no weights here (test)\nput them ...')
+    monkeypatch.setattr(registry, 'imagenet_weights_path', unavailable)
+    assert cli.main(['probe', 'split', '--no-mirror', '--backbone', 'all', '--json']) == 0
+    rows = json.loads(capsys.readouterr().out)['backbones']
+    assert [r['backbone'] for r in rows] == ['efficientnet_lite0', 'vgg16']
+    assert rows[1] == {'backbone': 'vgg16', 'skipped': 'vgg16: no weights here (test)'}
+    assert cli.main(['probe', 'split', '--no-mirror', '--json']) == 0 # Lite0 alone: the same probe, the same number
+    alone = json.loads(capsys.readouterr().out)
+    assert rows[0]['accuracy'] == alone['accuracy'] and rows[0]['parameters'] > 3_000_000
+    assert cli.main(['probe', 'split', '--no-mirror', '--backbone', 'all']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'best first' in lines[0] and lines[2].split()[0] == 'efficientnet_lite0' and f'{alone["accuracy"]:.1%}' in lines[2]
+    assert lines[3].split()[:2] == ['vgg16', 'skipped:']
+
+
+def test_backbone_all_is_for_probe_only(capsys):
+    assert cli.main(['fit', 'nowhere', '--backbone', 'all']) == 2 # refused before any folder is read or TensorFlow starts
+    assert "Unknown backbone 'all'" in capsys.readouterr().err
+
+
 def test_probe_holds_out_a_share_when_there_is_no_val_split(digit_dirs, capsys, monkeypatch):
     monkeypatch.chdir(digit_dirs)
     assert cli.main(['probe', 'flat', '--no-flip', '--lda', '--json']) == 0

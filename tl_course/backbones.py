@@ -42,7 +42,7 @@ def decode_predictions(probs, # (N, 1000) or (1000,) class probabilities (or log
     return [[Prediction(int(i), names[i].wnid, names[i].name, float(row[i])) for i in ix] for row, ix in zip(p, idx)]
 
 # %% ../nbs/05_backbones.ipynb #f2b39af1
-PREPROCESSING_MODES = ('tf', 'caffe', 'torch', 'none')
+PREPROCESSING_MODES = ('tf', 'caffe', 'torch', 'none', 'unit')
 
 def preprocess_input(x, # RGB images in [0, 255], channels last: a NumPy array or a backend tensor
                      mode:str='tf', # one of PREPROCESSING_MODES
@@ -53,7 +53,8 @@ def preprocess_input(x, # RGB images in [0, 255], channels last: a NumPy array o
     from keras.applications import imagenet_utils
     # a copy: Keras scales a float32 NumPy array in place, and the caller's images must not change
     x = np.array(x, dtype=np.float32) if isinstance(x, np.ndarray) else keras.ops.cast(x, 'float32')
-    return x if mode == 'none' else imagenet_utils.preprocess_input(x, data_format='channels_last', mode=mode)
+    if mode in ('none', 'unit'): return x / 255 if mode == 'unit' else x # two modes Keras's function does not have
+    return imagenet_utils.preprocess_input(x, data_format='channels_last', mode=mode)
 
 # %% ../nbs/05_backbones.ipynb #58f1e3a7
 def compiled_call(model) -> Callable:

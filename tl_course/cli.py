@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_VAL_SPLIT', 'CliError', 'predict', 'inspect_folder', 'probe', 'fit', 'demo', 'evaluate', 'explain', 'main']
 
 # %% ../nbs/reference/cli.ipynb #cd3adef6
-import argparse, contextlib, json, math, os, sys
+import argparse, contextlib, gc, json, math, os, sys
 from pathlib import Path
 
 # %% ../nbs/reference/cli.ipynb #e86737e7
@@ -117,14 +117,43 @@ def _get_backbone(name, **kw):
     try: return get_backbone(name, **kw)
     except WeightsUnavailable as e: raise CliError(str(e), status=1) from None
 
+def _probe_all(folder, source, data_dir, as_json, **kw) -> str:
+    "`probe --backbone all`: the probe on every registry backbone whose ImageNet weights are here, one row each."
+    with _quiet_import(): from tl_course.registry import WeightsUnavailable, get_backbone, list_backbones
+    from tl_course.probe import eval_split, linear_probe
+    rows, n_val = [], len(folder.files(eval_split(folder)))
+    for name in list_backbones():
+        try: bb = get_backbone(name)
+        except WeightsUnavailable as e: # offline without its weights: said, and the others still run
+            rows.append({'backbone': name, 'skipped': str(e).splitlines()[0]}); continue
+        print(f'{name}: features of {len(folder.files("train"))} + {n_val} images', file=sys.stderr, flush=True)
+        m = linear_probe(folder, bb, progress=sys.stderr.isatty(), **kw).metrics
+        rows.append({'backbone': name, 'input_size': m['input_size'], 'parameters': int(bb.model.count_params()),
+                     'features': m['features'], 'features_from': m['features_from'], 'accuracy': m['accuracy'],
+                     'cv_accuracy': m['cv_accuracy'], 'seconds': m['seconds']})
+        del bb; gc.collect() # one network in memory at a time
+    if as_json: return json.dumps({'data_dir': str(data_dir), 'evaluated_on': source, 'backbones': rows}, indent=1)
+    ran = sorted((r for r in rows if 'skipped' not in r), key=lambda r: -r['accuracy'])
+    lines = [f'{data_dir}: linear probe on each backbone, accuracy on {n_val} images ({source}), best first',
+             f'  {"backbone":<20}{"side":>5}{"parameters":>12}{"accuracy":>10}{"CV (train)":>12}{"seconds":>9}  features']
+    lines += [f'  {r["backbone"]:<20}{r["input_size"]:>5}{r["parameters"] / 1e6:>11.1f}M{r["accuracy"]:>10.1%}'
+              f'{r["cv_accuracy"]:>12.1%}{r["seconds"]:>9.0f}  {r["features_from"]}' for r in ran]
+    lines += [f'  {r["backbone"]:<20}skipped: {r["skipped"]}' for r in rows if 'skipped' in r]
+    return '\n'.join(lines)
+
 def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='efficientnet_lite0',
           pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False, layers:str='cut') -> str:
-    "The `probe` verb: a linear classifier on a pretrained network's features, measured on held-out images."
+    "The `probe` verb: a linear classifier on a pretrained network's features, measured on held-out images; `backbone='all'`: on each backbone."
     folder, source = _probe_folder(data_dir, val_dir, val_split)
+    kw = dict(selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror, cache=cache, layers=layers)
+    if backbone == 'all':
+        try: return _probe_all(folder, source, data_dir, as_json, **kw)
+        except ValueError as e:
+            if 'Expected layers' in str(e) or 'has no layer' in str(e): raise CliError(f'--layers: {e}') from None
+            raise
     bb = _get_backbone(backbone)
     from tl_course.features import linear_probe
-    try: p = linear_probe(folder, bb, selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror,
-                          cache=cache, progress=sys.stderr.isatty(), layers=layers)
+    try: p = linear_probe(folder, bb, progress=sys.stderr.isatty(), **kw)
     except ValueError as e:
         if 'Expected layers' in str(e): raise CliError(f'--layers: {e}') from None
         raise
@@ -241,14 +270,15 @@ def explain(model:str, images:list, class_index:str=None, out:str=None, as_json:
 _DEFAULT = 'efficientnet_lite0'
 _NAMES = 'vgg16, resnet50, inception_v3, mobilenet_v2, efficientnet_b0, convnext_tiny, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2'
 
-def _with_data_args(p):
-    "DATA_DIR, where the held-out images come from, and the backbone: the arguments of `probe` and `fit`."
+def _with_data_args(p, every:bool=False):
+    "DATA_DIR, where the held-out images come from, and the backbone: the arguments of `probe` and `fit` (`every`: `--backbone all` too)."
     p.add_argument('data_dir', metavar='DATA_DIR', help='<root>/<class>/* or <root>/<split>/<class>/* (train, and val or test)')
     val = p.add_mutually_exclusive_group()
     val.add_argument('--val-dir', metavar='DIR', help='evaluate on DIR/<class>/* instead')
     val.add_argument('--val-split', type=float, metavar='F',
                      help=f'hold out this share of DATA_DIR (stratified; default {DEFAULT_VAL_SPLIT} when it has no val or test split)')
-    p.add_argument('--backbone', default=_DEFAULT, metavar='NAME', help=f'one of {_NAMES} (default {_DEFAULT})')
+    p.add_argument('--backbone', default=_DEFAULT, metavar='NAME', help=f'one of {_NAMES} (default {_DEFAULT})' + (
+        '; all: each of them whose ImageNet weights are here, one row each, best first' if every else ''))
     return p
 
 def _parser():
@@ -263,7 +293,7 @@ def _parser():
     ins = sub.add_parser('inspect', help='classes, counts, sizes, bad files and leakage of an image folder')
     ins.add_argument('data_dir', metavar='DATA_DIR', help='<root>/<class>/* or <root>/<split>/<class>/*')
     ins.add_argument('--json', action='store_true', help='print JSON instead of text')
-    pb = _with_data_args(sub.add_parser('probe', help='a linear classifier on pretrained features, measured on held-out images'))
+    pb = _with_data_args(sub.add_parser('probe', help='a linear classifier on pretrained features, measured on held-out images'), every=True)
     sel = pb.add_mutually_exclusive_group()
     sel.add_argument('--pca', type=int, metavar='N', help='keep N principal components')
     sel.add_argument('--lda', action='store_true', help='project with shrinkage LDA (classes - 1 dimensions)')
@@ -309,8 +339,9 @@ def main(argv:list=None) -> int:
     "Entry point of `tl-course`; returns the exit status."
     args = _parser().parse_args(argv)
     try:
-        if getattr(args, 'backbone', None) not in (None, *_NAMES.split(', ')): # refused before TensorFlow starts (seconds)
-            raise CliError(f'--backbone: Unknown backbone {args.backbone!r}. Expected one of: {_NAMES}')
+        every = ('all',) if args.verb == 'probe' else () # `probe --backbone all`: each backbone in turn
+        if getattr(args, 'backbone', None) not in (None, *_NAMES.split(', '), *every): # refused before TensorFlow starts (seconds)
+            raise CliError(f'--backbone: Unknown backbone {args.backbone!r}. Expected one of: {_NAMES}{", or all" if every else ""}')
         if args.verb == 'predict':
             if not 1 <= args.top <= 1000: raise CliError(f'--top must be between 1 and 1000, received {args.top}')
             print(predict(args.images, args.backbone, args.top, args.json))
