@@ -11,6 +11,7 @@ Each lesson runs whole, the cells `nbdev-test` runs (not those flagged `slow` or
 holds. So `.ci/test` leaves these lessons out of its nbdev-test (tests/widget_lessons.py names them): each lesson runs
 once in CI. Two lessons run at a time, each in its own kernel with one thread, as nbdev-test runs two side by side; a
 finished lesson's kernel is shut down.
+"""
 import json, os, re, secrets, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from widget_lessons import WIDGET_LESSONS, runnable_cells, widget_cell
 
 LESSONS = WIDGET_LESSONS
+TIMEOUT_MS = int(os.environ.get('TL_COURSE_BROWSER_TIMEOUT', 600)) * 1000 # one lesson, run whole
 
 
 def test_every_lesson_with_a_widget_is_covered():
@@ -46,6 +48,7 @@ def runnable(path, dest):
     keep = [c for c in runnable_cells(path) if 'nbdev_export()' not in ''.join(c['source'])]
     for c in keep:
         if c['cell_type'] == 'code': c['outputs'], c['execution_count'] = [], None
+        c['metadata'].pop('jupyter', None) # an exercise's folded solution shows no input prompt, which DONE waits on
     dest.write_text(json.dumps({**nb, 'cells': keep}))
 
 
@@ -139,7 +142,14 @@ def pages(lab, browser):
 def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
     get, done = pages
     page = get(lesson)
-    page.wait_for_function(DONE, timeout=600_000) # every input prompt numbered (every cell ran), or an error shown
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stem = lesson.removesuffix('.ipynb')
+    try: page.wait_for_function(DONE, timeout=TIMEOUT_MS) # every input prompt numbered (every cell ran), or an error shown
+    except Exception:
+        page.screenshot(path=SHOTS / f'{stem}-unfinished.png', full_page=True)
+        prompts = page.locator('.jp-CodeCell .jp-InputPrompt').all_inner_texts()
+        raise AssertionError(f'{lesson} did not finish in {TIMEOUT_MS // 1000} s: input prompts {prompts}; '
+                             f'status bar {page.locator("#jp-main-statusbar").inner_text()!r}; screenshot {stem}-unfinished.png')
     errors = page.locator('[data-mime-type="application/vnd.jupyter.error"]')
     assert errors.count() == 0, errors.first.inner_text()[-2000:]
     expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=60_000)
@@ -149,8 +159,6 @@ def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
     figure = widget.locator('.widget-output img')
     expect(figure).to_have_count(1, timeout=60_000) # the widget drew its figure
     widget.scroll_into_view_if_needed()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    stem = lesson.removesuffix('.ipynb')
     before, value = figure.get_attribute('src'), readout.inner_text()
     widget.screenshot(path=SHOTS / f'{stem}-before.png')
     handle.focus(); handle.press('ArrowRight') # one step, as a learner's keyboard does it
