@@ -285,6 +285,45 @@ def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_di
     assert err.count('\n') == 1 and "classes ['0', '9'] are not the model's" in err
 
 
+def test_export_int8_checked_then_read_by_evaluate_and_predict(digit_dirs, tmp_path, capsys, monkeypatch):
+    "`tl-course export`: a fit run to int8 TFLite (calibrated on the run's own training images, found through its metrics.json), checked against Keras; the file then goes through `evaluate` and `predict --model`."
+    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path / 'cache'))
+    run_dir = tmp_path / 'run'
+    assert cli.main(['fit', 'split', '--input-size', '32', '--epochs-fine', '0', '--no-mirror', '--out', str(run_dir), '--json']) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert json.loads((run_dir / 'metrics.json').read_text())['data_dir'] == str((digit_dirs / 'split').resolve())
+    monkeypatch.chdir(tmp_path) # the run recorded where its data is: no --data needed
+    assert cli.main(['export', str(run_dir), '--int8', '--json']) == 0
+    ex = json.loads(capsys.readouterr().out)
+    f = run_dir / 'model_int8.tflite'
+    assert ex['file'] == str(f) and f.exists() and json.loads((run_dir / 'model_int8.tflite.json').read_text())['classes'] == ['0', '2', '7']
+    keras_row, lite = ex['check']
+    assert keras_row['format'] == 'keras' and keras_row['accuracy'] == pytest.approx(fitted['accuracy'], abs=1e-12)
+    assert lite['format'] == 'tflite int8' and lite['n'] == 60 and lite['MB'] < keras_row['MB'] / 2
+    assert lite['agreement'] >= 0.8 and lite['max_prob_diff'] < 0.3 and lite['ms_per_image'] > 0
+    # the deployed file, measured by the same commands as the Keras model
+    assert cli.main(['evaluate', str(f), str(digit_dirs / 'split'), '--json']) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev['accuracy'] == pytest.approx(lite['accuracy'], abs=1e-12) and np.sum(ev['confusion_matrix']) == 60
+    digit = sorted((digit_dirs / 'split' / 'val' / '7').iterdir())[0]
+    assert cli.main(['predict', str(digit), '--model', str(f), '--top', '3', '--json']) == 0
+    pred = json.loads(capsys.readouterr().out)[0]['predictions']
+    assert sorted(p['name'] for p in pred) == ['0', '2', '7'] and sum(p['prob'] for p in pred) == pytest.approx(1, abs=3 / 512) # int8 probabilities: steps of 1/256, each rounded
+    assert cli.main(['export', str(run_dir), '--format', 'onnx', '--no-check']) == 0
+    assert 'not checked (--no-check)' in capsys.readouterr().out and (run_dir / 'model.onnx').exists()
+    assert cli.main(['predict', str(digit), '--model', str(run_dir / 'model.onnx'), '--top', '1', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)[0]['predictions'][0]['name'] == pred[0]['name']
+    # what cannot be done is said in one line, exit status 2
+    for args, msg in [(['export', str(run_dir / 'model.keras'), '--int8'], '--int8 calibrates on training images: give --data'),
+                      (['export', str(f)], 'already an exported tflite model'),
+                      (['export', str(run_dir), '--data', 'nowhere'], 'nowhere: the data folder is not here'),
+                      (['explain', str(f), str(digit)], 'Grad-CAM needs the gradients of the Keras model'),
+                      (['evaluate', str(tmp_path / 'missing.onnx'), str(digit_dirs / 'split')], 'missing.onnx: no such')]:
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and msg in err, err
+
+
 def test_explain_json_and_overlays(photo_dir, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(photo_dir)
     assert cli.main(['explain', 'efficientnet_lite0', 'chelsea.png', 'coffee.jpg', '--json', '--out', str(tmp_path)]) == 0
