@@ -4,6 +4,8 @@
     KEEP_SLOW=1 python tools/execute_notebooks.py ...   (cells flagged `#| slow` are not run; they keep the outputs of
                                                          their last real run: for edits after the slow cells, when
                                                          nothing they compute changed)
+    KEEP_SLOW=1 RUN_SLOW=<cell id>,<cell id> ...         (as KEEP_SLOW, but these slow cells run: new ones, which must
+                                                         not need what the kept ones compute)
 
 Each notebook is executed in place in its own folder (as nbdev-test does); then stderr outputs that consist only
 of TensorFlow's C++ start-up lines (absl, cudart, oneDNN notices, printed whatever TF_CPP_MIN_LOG_LEVEL says) are
@@ -22,8 +24,10 @@ paths = [Path(p) for p in sys.argv[1:]] or sorted((root / 'nbs').rglob('*.ipynb'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 for path in paths:
     nb = nbformat.read(path, as_version=4)
+    run_slow = set(filter(None, os.environ.get('RUN_SLOW', '').split(',')))
     slow = {i: (c.source, c.outputs) for i, c in enumerate(nb.cells)
-            if os.environ.get('KEEP_SLOW') and c.cell_type == 'code' and re.search(r'^#\|\s*slow', c.source, re.M)}
+            if os.environ.get('KEEP_SLOW') and c.cell_type == 'code' and re.search(r'^#\|\s*slow', c.source, re.M)
+            and c.get('id') not in run_slow}
     for i in slow: nb.cells[i].source = ''
     ExecutePreprocessor(timeout=1800, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(path.parent)}})
     for i, (source, outputs) in slow.items(): nb.cells[i].source, nb.cells[i].outputs = source, outputs
