@@ -63,7 +63,9 @@ def closed_port():
 
 # module fixtures that take seconds to build (a trained run, a network with its weights): under pytest-xdist with
 # `--dist loadgroup` the tests that use one run on one worker, so the fixture is built once, not once per worker
-# (measured in .ci/run: the run of test_train was built on both workers, 20 s each on TensorFlow, 34 and 28 s on JAX)
+# (measured in .ci/run: the run of test_train was built on both workers, 20 s each on TensorFlow, 34 and 28 s on JAX);
+# those fixtures are session-scoped in their modules: a module fixture is torn down as soon as the worker runs a test
+# of another module, and loadgroup interleaves them (the same run was still built twice, 41 and 30 s on JAX)
 GROUPED_FIXTURES = ('tiny_run', 'lite0', 'lite0_top', 'bb')
 
 

@@ -14,12 +14,12 @@ from tl_course.weights import load_torch_legacy, save_torch_legacy
 CATS = [281, 282, 285]
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def lite0():
     return efficientnet_lite0()
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def photo_probs(lite0):
     photos = bundled_photos()
     batch = np.stack([resize_center_crop(photos[k]) for k in ('chelsea', 'coffee', 'rocket', 'motorcycle')])

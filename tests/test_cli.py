@@ -309,19 +309,32 @@ def test_export_int8_checked_then_read_by_evaluate_and_predict(digit_dirs, tmp_p
     assert cli.main(['predict', str(digit), '--model', str(f), '--top', '3', '--json']) == 0
     pred = json.loads(capsys.readouterr().out)[0]['predictions']
     assert sorted(p['name'] for p in pred) == ['0', '2', '7'] and sum(p['prob'] for p in pred) == pytest.approx(1, abs=3 / 512) # int8 probabilities: steps of 1/256, each rounded
-    assert cli.main(['export', str(run_dir), '--format', 'onnx', '--no-check']) == 0
-    assert 'not checked (--no-check)' in capsys.readouterr().out and (run_dir / 'model.onnx').exists()
-    assert cli.main(['predict', str(digit), '--model', str(run_dir / 'model.onnx'), '--top', '1', '--json']) == 0
-    assert json.loads(capsys.readouterr().out)[0]['predictions'][0]['name'] == pred[0]['name']
+    # --format keras never writes over the run's own model
+    before = (run_dir / 'model.keras').read_bytes()
+    assert cli.main(['export', str(run_dir), '--format', 'keras', '--no-check']) == 0
+    assert (run_dir / 'model_export.keras').exists() and (run_dir / 'model.keras').read_bytes() == before
+    assert 'not checked (--no-check)' in capsys.readouterr().out
+    tops = []
+    for m in (run_dir, run_dir / 'model_export.keras'): # the run folder, and its copy with the classes in the JSON beside it
+        assert cli.main(['predict', str(digit), '--model', str(m), '--top', '3', '--json']) == 0
+        tops.append(json.loads(capsys.readouterr().out)[0]['predictions'])
+    assert tops[0] == tops[1]
     # what cannot be done is said in one line, exit status 2
     for args, msg in [(['export', str(run_dir / 'model.keras'), '--int8'], '--int8 calibrates on training images: give --data'),
                       (['export', str(f)], 'already an exported tflite model'),
-                      (['export', str(run_dir), '--data', 'nowhere'], 'nowhere: the data folder is not here'),
+                      (['export', str(run_dir), '--data', 'nowhere'], 'nowhere: the data folder is not here; give it with --data DATA_DIR\n'),
+                      (['export', str(run_dir), '--out', str(tmp_path / 'notes.pdf')], 'a tflite file is named *.tflite'),
+                      (['export', str(run_dir / 'model_savedmodel')], 'no such run folder'),
                       (['explain', str(f), str(digit)], 'Grad-CAM needs the gradients of the Keras model'),
                       (['evaluate', str(tmp_path / 'missing.onnx'), str(digit_dirs / 'split')], 'missing.onnx: no such')]:
         assert cli.main(args) == 2, args
         err = capsys.readouterr().err
         assert err.count('\n') == 1 and msg in err, err
+    # a run whose data folder has moved: still exported, and the reason it was not checked is said
+    metrics = json.loads((run_dir / 'metrics.json').read_text())
+    (run_dir / 'metrics.json').write_text(json.dumps({**metrics, 'data_dir': str(tmp_path / 'moved')}))
+    assert cli.main(['export', str(run_dir), '--format', 'keras', '--out', str(tmp_path / 'again.keras')]) == 0
+    assert 'moved, is not here; --data DATA_DIR gives it' in capsys.readouterr().out
 
 
 def test_explain_json_and_overlays(photo_dir, capsys, monkeypatch, tmp_path):

@@ -77,13 +77,13 @@ def test_gradients_are_the_backends_own():
     assert float(keras.ops.convert_to_numpy(y)) == pytest.approx(20.0) # 1 - 8 + 27
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def lite0_top():
     from tl_course.registry import get_backbone
     return get_backbone('efficientnet_lite0', include_top=True)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def photos():
     from tl_course.datasets import bundled_photos
     from tl_course.data import resize_center_crop

@@ -14,7 +14,7 @@ from tl_course.data import ImageError, load_image, load_image_folder, resize_cen
 SIZE = 32
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def bb():
     return get_backbone('efficientnet_lite0', input_size=SIZE)
 

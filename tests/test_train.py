@@ -85,7 +85,7 @@ def test_sparse_smoothed_cross_entropy():
     assert abs(float(T.SparseSmoothedCE(0.1)(y, p)) - float(plain)) > 1e-3
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session') # not 'module': under xdist another module's test in between tore it down, and it was built again
 def tiny_run(tmp_path_factory):
     "One run of both phases on 18 digit images, with the base's variables copied as each phase starts and ends."
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)

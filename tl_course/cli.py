@@ -69,7 +69,8 @@ def _predict_classifier(model, loaded, top):
     from tl_course.backbones import Prediction
     from tl_course.data import evaluation_crop
     try: net, info = _report('load_classifier')(model)
-    except (ValueError, FileNotFoundError, ImportError) as e: raise CliError(str(e)) from None
+    except ImportError as e: raise CliError(str(e), status=1) from None
+    except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
     x = np.stack([evaluation_crop(im, info['input_size']) for im in loaded]).astype(np.float32)
     probs = np.asarray(net.predict(x, verbose=0), np.float64)
     if info['mirror']: probs = (probs + np.asarray(net.predict(x[:, :, ::-1], verbose=0), np.float64)) / 2
@@ -199,12 +200,13 @@ def _epoch_line(row):
     print(f"  epoch {row['epoch'] + 1} ({what}): loss {row['loss']:.3f}, accuracy {row['accuracy']:.1%}{val}, {row['seconds']:.0f} s",
           file=sys.stderr, flush=True)
 
-def _record_data_dir(out, data_dir):
-    "Keep the data folder in the run's metrics.json, so that `export` finds its calibration and evaluation images."
+def _record_data_dir(out, data_dir, val_dir=None, val_split=None):
+    "Keep the data folder and how it was split in the run's metrics.json, so that `export` finds the same training and held-out images."
     from tl_course.download import write_atomic
     f = Path(out) / 'metrics.json'
     if f.exists():
-        m = {**json.loads(f.read_text()), 'data_dir': str(Path(data_dir).resolve())}
+        m = {**json.loads(f.read_text()), 'data_dir': str(Path(data_dir).resolve()),
+             'val_dir': str(Path(val_dir).resolve()) if val_dir else None, 'val_split': val_split}
         write_atomic(f, lambda p: p.write_text(json.dumps(m, indent=1)))
 
 def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='efficientnet_lite0', epochs_head:int=None,
@@ -228,7 +230,7 @@ def fit(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='effi
     except ValueError as e: raise CliError(str(e)) from None
     m = {'data_dir': str(data_dir), **run.metrics, 'evaluated_on': source, 'run_dir': str(out),
          'bad_files': [{'file': str(f), 'reason': r} for f, r in folder.bad]}
-    _record_data_dir(out, data_dir)
+    _record_data_dir(out, data_dir, val_dir, val_split)
     if as_json: return json.dumps(m, indent=1)
     per = ', '.join(f'{c} {a:.1%}' for c, a in m['per_class_accuracy'].items())
     return '\n'.join([
@@ -274,6 +276,7 @@ def _report(name):
 def evaluate(model:str, data_dir:str, split:str=None, out:str=None, as_json:bool=False) -> str:
     "The `evaluate` verb: lesson 08's metrics of a saved classifier on a folder's split; the figures go to `out`."
     try: m = _report('evaluate_folder')(model, data_dir, split, out)
+    except ImportError as e: raise CliError(str(e), status=1) from None # a .tflite or .onnx file without the `export` extra
     except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
     if as_json: return json.dumps(m, indent=1)
     lo, hi = m['accuracy_interval_95']
@@ -289,39 +292,47 @@ def explain(model:str, images:list, class_index:str=None, out:str=None, as_json:
     if model not in _NAMES.split(', ') and not Path(model).exists():
         raise CliError(f'{model}: not a backbone name ({_NAMES}), a run folder or a .keras file')
     try: rows = _report('explain_images')(model, images, class_index, out)
+    except ImportError as e: raise CliError(str(e), status=1) from None
     except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None # a bad image file is a ValueError too
     if as_json: return json.dumps(rows, indent=1)
     return '\n'.join(f"{r['file']}: {r['class']} {r['probability']:.1%}; deleting its 20 % most salient pixels: {r['deletion_salient']:.1%}, "
                      f"20 % at random: {r['deletion_random']:.1%}" + (f"; overlay {r['overlay']}" if 'overlay' in r else '') for r in rows)
 
 def export(run:str, fmt:str='tflite', int8:bool=False, out:str=None,
-           data_dir:str=None, # the run's data folder: int8's calibration images (train) and the check (its evaluation split); default: the run's own
+           data_dir:str=None, # the run's data folder: int8's calibration images (train) and the check (held out); default: the run's own, split as it was
            check:bool=True, as_json:bool=False) -> str:
     "The `export` verb: a run's classifier written in another format (`tl_course.export`), then checked against the Keras model and timed."
     p = Path(run)
     if not p.exists(): raise CliError(f'{run}: no such run folder or .keras file')
-    meta = p / 'metrics.json' if p.is_dir() else None
-    if data_dir is None and meta and meta.exists(): data_dir = json.loads(meta.read_text()).get('data_dir')
+    val_dir = val_split = None
+    given, meta = data_dir is not None, p / 'metrics.json' if p.is_dir() else None
+    if not given and meta and meta.exists():
+        with _quiet_import(): from tl_course.export import read_json
+        try: rec = read_json(meta)
+        except ValueError as e: raise CliError(str(e)) from None
+        data_dir, val_dir, val_split = rec.get('data_dir'), rec.get('val_dir'), rec.get('val_split') # the run's own split
+    skipped = None
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise CliError(f'{data_dir}: the data folder is not here; give it with --data DATA_DIR' + (' (the run recorded this one)' if meta else ''))
+        if given or int8: raise CliError(f'{data_dir}: the data folder is not here; give it with --data DATA_DIR'
+                                         + ('' if given else ' (the run recorded this one)'))
+        skipped, data_dir = f'not checked: the data folder the run recorded, {data_dir}, is not here; --data DATA_DIR gives it', None
     if int8 and data_dir is None:
         raise CliError('--int8 calibrates on training images: give --data DATA_DIR, the folder the run was trained on')
+    folder = _probe_folder(data_dir, val_dir, val_split)[0] if data_dir is not None and (int8 or check) else None
     with _quiet_import(): import tl_course.export as ex
-    from tl_course.data import load_image_folder
     try:
-        train = load_image_folder(data_dir).files('train') if int8 else None
-        f = ex.export_classifier(run, fmt, out, int8, train)
+        f = ex.export_classifier(run, fmt, out, int8, folder.files('train') if int8 else None)
+        rows = ex.compare_exports(run, folder, [f]) if check and folder is not None else []
     except ImportError as e: raise CliError(str(e), status=1) from None
     except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
-    rows = ex.compare_exports(run, data_dir, [f]) if check and data_dir is not None else []
     res = {'file': str(f), 'format': fmt, 'int8': int8, 'data_dir': data_dir, 'check': rows}
     if as_json: return json.dumps(res, indent=1)
     lines = [f'wrote {f} ({fmt}{" int8" if int8 else ""}) and {ex.sidecar_path(f).name} (its classes and input size)']
     if rows:
-        lines.append(f"checked on {rows[0]['n']} images of {data_dir} ({rows[0]['split']} split), one image at a time on this CPU:")
+        lines.append(f"checked on {rows[0]['n']} held-out images of {data_dir} ({rows[0]['split']}), one image at a time on this CPU:")
         lines += [f"  {r['format']:<12}{r['MB']:7.1f} MB  accuracy {r['accuracy']:.1%}  agreement with keras {r['agreement']:.1%}  "
                   f"largest probability difference {r['max_prob_diff']:.4f}  {r['ms_per_image']:.1f} ms per image" for r in rows]
-    else: lines.append('not checked (--no-check)' if not check else 'not checked: give --data DATA_DIR to measure it against the Keras model')
+    else: lines.append(skipped or ('not checked (--no-check)' if not check else 'not checked: give --data DATA_DIR to measure it against the Keras model'))
     return '\n'.join(lines)
 
 # %% ../nbs/reference/cli.ipynb #ed906f8a
@@ -342,14 +353,14 @@ def _with_data_args(p, every:bool=False):
 def _parser():
     p = argparse.ArgumentParser(prog='tl-course', description='Transfer learning for image classification.')
     sub = p.add_subparsers(dest='verb', required=True, metavar='VERB')
-    pr = sub.add_parser('predict', help='top ImageNet classes of image files')
+    pr = sub.add_parser('predict', help="top ImageNet classes of image files, or a fine-tuned classifier's classes (--model)")
     pr.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
-    pr.add_argument('--backbone', default=_DEFAULT, metavar='NAME',
-                    help=f'one of {_NAMES} (default {_DEFAULT}: its weights ship with the package)')
+    which = pr.add_mutually_exclusive_group()
+    which.add_argument('--backbone', metavar='NAME', help=f'one of {_NAMES} (default {_DEFAULT}: its weights ship with the package)')
     pr.add_argument('--top', type=int, default=5, metavar='K', help='classes per image (default 5)')
     pr.add_argument('--json', action='store_true', help='print JSON instead of a table')
-    pr.add_argument('--model', metavar='MODEL', help='a run folder, a saved .keras classifier or an exported one (.tflite, .onnx, '
-                    'SavedModel folder): its classes instead of ImageNet\'s (--backbone is then not used)')
+    which.add_argument('--model', metavar='MODEL', help='a run folder, a saved .keras classifier or an exported one (.tflite, .onnx, '
+                    'SavedModel folder): its classes instead of ImageNet\'s')
     ins = sub.add_parser('inspect', help='classes, counts, sizes, bad files and leakage of an image folder')
     ins.add_argument('data_dir', metavar='DATA_DIR', help='<root>/<class>/* or <root>/<split>/<class>/*')
     ins.add_argument('--json', action='store_true', help='print JSON instead of text')
@@ -395,7 +406,8 @@ def _parser():
     xp.add_argument('run', metavar='RUN_DIR', help='a `tl-course fit` run folder or a saved .keras classifier')
     xp.add_argument('--format', dest='fmt', default='tflite', choices=['keras', 'savedmodel', 'tflite', 'onnx'], help='default tflite')
     xp.add_argument('--int8', action='store_true', help='tflite: weights and activations in 8 bits, calibrated on 100 training images')
-    xp.add_argument('--out', metavar='FILE', help='default: beside model.keras, model[_int8].tflite, model.onnx, model_savedmodel/...')
+    xp.add_argument('--out', metavar='FILE', help='default: beside the model, model[_int8].tflite, model.onnx, model_savedmodel/ or model_export.keras; a file '
+                    'ends as its format does')
     xp.add_argument('--data', metavar='DATA_DIR', help='the folder the run was trained on (default: the one the run recorded): '
                     'calibration images for --int8, and the split the export is checked on')
     xp.add_argument('--no-check', action='store_true', help='write the file only; do not measure it against the Keras model')
@@ -414,7 +426,7 @@ def main(argv:list=None) -> int:
             raise CliError(f'--backbone: Unknown backbone {args.backbone!r}. Expected one of: {_NAMES}{", or all" if every else ""}')
         if args.verb == 'predict':
             if not 1 <= args.top <= 1000: raise CliError(f'--top must be between 1 and 1000, received {args.top}')
-            print(predict(args.images, args.backbone, args.top, args.json, args.model))
+            print(predict(args.images, args.backbone or _DEFAULT, args.top, args.json, args.model))
         elif args.verb == 'inspect': print(inspect_folder(args.data_dir, args.json))
         elif args.verb == 'probe':
             if args.pca is not None and args.pca < 1: raise CliError(f'--pca must be at least 1, received {args.pca}')

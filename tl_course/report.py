@@ -61,14 +61,14 @@ def load_classifier(path) -> tuple:
     import tl_course.train # noqa: F401 (registers the layers, loss and schedule a saved classifier names)
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f'{p}: no such run folder or model file')
-    from tl_course.export import format_of, load_exported, sidecar_path
+    from tl_course.export import format_of, load_exported, read_json, sidecar_path
     if format_of(p) in ('tflite', 'onnx', 'savedmodel'): return load_exported(p)
     f = p / 'model.keras' if p.is_dir() else p
     if not f.exists(): raise FileNotFoundError(f'{f}: no such file; a finished `tl-course fit` run writes it')
     try: model = keras.saving.load_model(f, compile=False)
     except Exception as e: raise ValueError(f'{f}: not a readable Keras model ({type(e).__name__}: {str(e)[:200]})') from None
     meta = p / 'metrics.json' if p.is_dir() else sidecar_path(p) # a .keras file written by `export_classifier` has its JSON beside it
-    info = json.loads(meta.read_text()) if meta and meta.exists() else {}
+    info = read_json(meta) if meta and meta.exists() else {}
     return model, {'input_size': int(model.input.shape[1]), 'mirror': True, 'n_classes': int(model.output.shape[-1]), **info}
 
 def evaluate_folder(model_path, # a run folder, a saved `.keras` classifier or an exported one (.tflite, .onnx, SavedModel)
@@ -83,9 +83,9 @@ def evaluate_folder(model_path, # a run folder, a saved `.keras` classifier or a
     if split not in folder.splits: raise ValueError(f"{data_dir}: no split '{split}'; it has {sorted(folder.splits)}")
     classes = info.get('classes') or list(folder.classes)
     if list(folder.classes) != list(classes): raise ValueError(f"{data_dir}: classes {list(folder.classes)} are not the model's {classes}")
+    if info['n_classes'] != len(classes): raise ValueError(f"{model_path}: {info['n_classes']} outputs for {len(classes)} classes")
     files, y = folder.files(split), folder.labels(split)
     probs = np.mean(predict_views(model, ImageBatches(files, y, info['input_size'], batch_size), info['mirror']), 0)
-    if probs.shape[1] != len(classes): raise ValueError(f'{model_path}: {probs.shape[1]} outputs for {len(classes)} classes')
     m = {**classification_metrics(y, probs, classes), 'split': split, 'mirror': info['mirror'],
          'accuracy_interval_95': list(accuracy_interval(y, probs.argmax(1))), 'ece': calibration_bins(y, probs)['ece'],
          'confident_mistakes': [str(files[i]) for i in confident_mistakes(y, probs)]}
@@ -106,8 +106,10 @@ def explainer(model:str):
         from tl_course.backbones import imagenet_classes
         bb = get_backbone(model, include_top=True)
         return bb.model, bb.input_size, lambda a: bb.preprocess(a.astype(np.float32)), [c.name for c in imagenet_classes()]
+    from tl_course.export import format_of
+    if format_of(model) in ('tflite', 'onnx', 'savedmodel'):
+        raise ValueError(f'{model}: Grad-CAM needs the gradients of the Keras model; explain the run folder or its .keras file')
     m, info = load_classifier(model)
-    if not hasattr(m, 'layers'): raise ValueError(f'{model}: Grad-CAM needs the gradients of the Keras model; explain the run folder or its .keras file')
     return m, info['input_size'], lambda a: a.astype(np.float32), info.get('classes') or [str(i) for i in range(m.output.shape[-1])]
 
 def explain_images(model:str, # a registry name (its ImageNet classes), a run folder or a saved classifier
