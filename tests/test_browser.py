@@ -119,6 +119,8 @@ def _kernels_down(url, token, name):
         if s.get('path', '').endswith(name): api(f"/api/sessions/{s['id']}", 'DELETE')
 
 
+STARTED = {} # lesson -> when Run All was clicked (its line reports the seconds from there to its check)
+
 @pytest.fixture(scope='module')
 def pages(lab, browser):
     "Each lesson opened in its own tab and told to run all its cells, at most two at a time: `pages(name)` starts the lesson after it too."
@@ -131,6 +133,7 @@ def pages(lab, browser):
         expect(page.locator('#jp-main-statusbar')).to_contain_text('Idle', timeout=90_000) # the kernel has started
         page.locator('.lm-MenuBar-item', has_text='Run').first.click()
         page.locator('.lm-Menu-item', has_text='Run All Cells').first.click()
+        STARTED[name] = time.monotonic()
     def get(name):
         start(name)
         i = names.index(name)
@@ -180,5 +183,6 @@ def test_a_learner_moves_the_slider_and_the_figure_changes(pages, lesson):
     after = figure.get_attribute('src')
     assert after != before and len(after) > 1000 # a new PNG, not an empty one
     widget.screenshot(path=SHOTS / f'{stem}-after.png')
-    print(f'{lesson}: slider {value} -> {readout.inner_text()}, figure {len(before)} -> {len(after)} characters of PNG')
+    print(f'{lesson}: slider {value} -> {readout.inner_text()}, figure {len(before)} -> {len(after)} characters of PNG '
+          f'({time.monotonic() - STARTED[lesson]:.0f} s from Run All, beside the next lesson)')
     done(lesson)
