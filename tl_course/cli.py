@@ -17,18 +17,13 @@ class CliError(Exception):
 
 @contextlib.contextmanager
 def _quiet_import():
-    """Import Keras (and TensorFlow) without its start-up lines on stderr: absl's and oneDNN's notices print whatever
-    TF_CPP_MIN_LOG_LEVEL says, so stderr itself is silenced while TensorFlow starts (a log level the user chose is kept)."""
+    """Import Keras (and TensorFlow) without its start-up lines: absl's and oneDNN's notices print from C++ whatever
+    TF_CPP_MIN_LOG_LEVEL says, so the output descriptors are silenced while TensorFlow starts (`tl_course.export`'s
+    `_tf_quiet`, which its converters use for the same reason; a log level the user chose is kept)."""
     if 'keras' in sys.modules: yield; return
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3') # (not TF_ENABLE_ONEDNN_OPTS=0: oneDNN makes CPU inference ~1.5x faster)
-    try: fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError): yield; return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, 'w') as null: os.dup2(null.fileno(), fd)
-        import keras  # noqa: F401 (imported for its side effect: TensorFlow starts up while stderr is silenced)
-    finally: os.dup2(saved, fd); os.close(saved)
+    from tl_course.export import _tf_quiet # (NumPy and the standard library only: imports nothing of TensorFlow)
+    with _tf_quiet(): import keras  # noqa: F401 (imported for its side effect: TensorFlow starts up while it cannot print)
     yield
 
 def _load_images(paths):

@@ -269,18 +269,20 @@ def compare_exports(model_path, # the run folder (or .keras file) the exports we
     if list(folder.classes) != list(classes): raise ValueError(f"{getattr(folder, 'root', data)}: classes {list(folder.classes)} are not the model's {classes}")
     files, y = folder.files(split), folder.labels(split)
     batches = ImageBatches(files, y, info['input_size'])
-    def row(name, path, model, call):
+    def measure(name, path, model, call):
         p = np.mean(predict_views(model, batches, info['mirror']), 0)
-        return {'format': name, 'file': str(path), 'MB': _bytes(path) / 2**20, 'accuracy': float(np.mean(p.argmax(1) == y)),
-                'agreement': float(np.mean(p.argmax(1) == ref.argmax(1))) if rows else 1.0,
-                'max_prob_diff': float(np.abs(p - ref).max()) if rows else 0.0,
-                'ms_per_image': latency_ms(call, info['input_size'], repeats), 'n': len(y), 'split': split}, p
-    rows, ref = [], None
+        return p, {'format': name, 'file': str(path), 'MB': _bytes(path) / 2**20, 'accuracy': float(np.mean(p.argmax(1) == y)),
+                   'agreement': float(np.mean(p.argmax(1) == ref.argmax(1))) if ref is not None else 1.0,
+                   'max_prob_diff': float(np.abs(p - ref).max()) if ref is not None else 0.0,
+                   'ms_per_image': latency_ms(call, info['input_size'], repeats), 'n': len(y), 'split': split}
+    ref = None
     keras_file = Path(model_path) / 'model.keras' if Path(model_path).is_dir() else Path(model_path)
-    r, ref = row('keras', keras_file, ref_model, compiled_call(ref_model)); rows.append(r)
+    ref, first = measure('keras', keras_file, ref_model, compiled_call(ref_model))
+    rows = [first]
     for f in exported:
-        m, meta = load_classifier(f) if format_of(f) == 'keras' else load_exported(f, threads)
+        keras_format = format_of(f) == 'keras'
+        m, meta = load_classifier(f) if keras_format else load_exported(f, threads)
         name = meta.get('format', format_of(f)) + (' int8' if meta.get('int8') else '')
-        rows.append(row(name, f, m, compiled_call(m) if format_of(f) == 'keras' else m.predict_array)[0])
+        rows.append(measure(name, f, m, compiled_call(m) if keras_format else m.predict_array)[1])
     return rows
 
