@@ -172,16 +172,16 @@ def digit_dirs(tmp_path_factory):
     return root
 
 
-def test_probe_json(digit_dirs, tmp_path):
-    r = run('probe', 'split', '--no-mirror', '--json', cwd=digit_dirs, env={**os.environ, 'TL_COURSE_CACHE': str(tmp_path)})
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+def test_probe_json(digit_dirs, tmp_path, capsys, monkeypatch):
+    # in this process: the command's own stdout and stderr in a subprocess are checked by test_predict_json_puts_a_cat_first
+    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path))
+    assert cli.main(['probe', 'split', '--no-mirror', '--json']) == 0
+    out = json.loads(capsys.readouterr().out)
     assert {'accuracy', 'n_train', 'n_val', 'classes', 'seconds'} <= set(out)
     assert (out['n_train'], out['n_val'], out['classes']) == (45, 60, ['0', '2', '7'])
     # 15 labelled digits per class: about 85 % is what the features give (tl-course demo's probe measures 85 % on 1,000 test
     # digits with 20 per class); chance is 33 %
     assert out['accuracy'] >= 0.75 and out['seconds'] > 0 and out['evaluated_on'] == 'its val split'
-    assert r.stderr == ''
 
 
 def test_probe_text_val_dir_and_pca(digit_dirs, capsys, monkeypatch):
@@ -256,41 +256,52 @@ def test_probe_pca_and_lda_exclude_each_other(digit_dirs, monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.fixture(scope='module')
+def digit_run(digit_dirs, tmp_path_factory):
+    "One `tl-course fit` of the digits at 32 px (head, then one phase-2 epoch), in this process: (run folder, its JSON, its stderr, its arguments, its cache)."
+    import contextlib, io
+    tmp = tmp_path_factory.mktemp('digit_run')
+    args = ['fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--no-flip', '--out', str(tmp / 'run'), '--json']
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.chdir(digit_dirs); mp.setenv('TL_COURSE_CACHE', str(tmp / 'cache'))
+        rc = cli.main(args)
+    assert rc == 0, err.getvalue()[-2000:]
+    return tmp / 'run', json.loads(out.getvalue()), err.getvalue(), args, tmp / 'cache'
+
+
 @pytest.mark.slow_on_jax
-def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, tmp_path, capsys, monkeypatch):
-    env = {**os.environ, 'TL_COURSE_CACHE': str(tmp_path / 'cache')}
-    args = ('fit', 'split', '--input-size', '32', '--epochs-fine', '1', '--no-flip', '--out', str(tmp_path / 'run'), '--json')
-    r = run(*args, cwd=digit_dirs, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+@pytest.mark.xdist_group('digit_run') # the run is made once, for this test and the export test
+def test_fit_json_writes_the_run_and_a_second_call_does_not_train_again(digit_dirs, digit_run, tmp_path, capsys, monkeypatch):
+    run_dir, out, err, args, cache = digit_run
     assert {'accuracy', 'n_train', 'n_val', 'seconds'} <= set(out) and (out['n_train'], out['n_val']) == (45, 60)
     assert out['accuracy'] >= 0.6 and out['epochs'] == 2 and out['evaluated_on'] == 'its val split'
     assert out['mirror'] is False and 'accuracy_single_view' not in out # --no-flip (the old name of --no-mirror): digits are not mirror images of each other
-    assert 'epoch 1 (head fitted exactly)' in r.stderr and 'epoch 2 (phase 2' in r.stderr
-    assert {'model.keras', 'checkpoint.npz', 'history.csv', 'metrics.json', 'learning_curves.png'} <= \
-        {p.name for p in (tmp_path / 'run').iterdir()}
-    # the second call in this process (the first, a real subprocess, checked the command's stdout and stderr)
-    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', env['TL_COURSE_CACHE'])
+    assert 'epoch 1 (head fitted exactly)' in err and 'epoch 2 (phase 2' in err
+    assert {'model.keras', 'checkpoint.npz', 'history.csv', 'metrics.json', 'learning_curves.png'} <= {p.name for p in run_dir.iterdir()}
+    # a second call finds the finished run and does not train again
+    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(cache))
     assert cli.main(list(args)) == 0
     again = capsys.readouterr()
     assert 'epoch' not in again.err.replace('fine-tuning', '') and json.loads(again.out)['accuracy'] == out['accuracy']
     # `tl-course evaluate` on the run measures what the run measured, and writes its figures
-    assert cli.main(['evaluate', str(tmp_path / 'run'), 'split', '--json', '--out', str(tmp_path / 'report')]) == 0
+    assert cli.main(['evaluate', str(run_dir), 'split', '--json', '--out', str(tmp_path / 'report')]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev['accuracy'] == pytest.approx(out['accuracy'], abs=1e-12) and ev['split'] == 'val' and ev['classes'] == ['0', '2', '7']
     assert np.sum(ev['confusion_matrix']) == out['n_val'] and {'precision_macro', 'recall_macro', 'f1_macro', 'per_class'} <= set(ev)
     assert {'metrics.json', 'confusion_matrix.png', 'reliability.png', 'mistakes.png'} <= {p.name for p in (tmp_path / 'report').iterdir()}
-    assert cli.main(['evaluate', str(tmp_path / 'run'), 'extra']) == 2 # another set of classes
+    assert cli.main(['evaluate', str(run_dir), 'extra']) == 2 # another set of classes
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and "classes ['0', '9'] are not the model's" in err
 
 
-def test_export_int8_checked_then_read_by_evaluate_and_predict(digit_dirs, tmp_path, capsys, monkeypatch):
+@pytest.mark.xdist_group('digit_run')
+def test_export_int8_checked_then_read_by_evaluate_and_predict(digit_dirs, digit_run, tmp_path, capsys, monkeypatch):
     "`tl-course export`: a fit run to int8 TFLite (calibrated on the run's own training images, found through its metrics.json), checked against Keras; the file then goes through `evaluate` and `predict --model`."
-    monkeypatch.chdir(digit_dirs); monkeypatch.setenv('TL_COURSE_CACHE', str(tmp_path / 'cache'))
-    run_dir = tmp_path / 'run'
-    assert cli.main(['fit', 'split', '--input-size', '32', '--epochs-fine', '0', '--no-mirror', '--out', str(run_dir), '--json']) == 0
-    fitted = json.loads(capsys.readouterr().out)
+    import shutil
+    run_dir = shutil.copytree(digit_run[0], tmp_path / 'run') # a copy: this test rewrites its metrics.json
+    fitted = digit_run[1]
+    monkeypatch.setenv('TL_COURSE_CACHE', str(digit_run[4]))
     assert json.loads((run_dir / 'metrics.json').read_text())['data_dir'] == str((digit_dirs / 'split').resolve())
     monkeypatch.chdir(tmp_path) # the run recorded where its data is: no --data needed
     assert cli.main(['export', str(run_dir), '--int8', '--json']) == 0
