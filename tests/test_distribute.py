@@ -46,8 +46,11 @@ def python(code, env=None, timeout=900):
 def one_device():
     """The run on one TensorFlow device, computed once for both TensorFlow tests (`--dist loadgroup` keeps them on one
     worker; session scope, because a module-scoped fixture is torn down and computed again when another module's test
-    runs between them)."""
-    return python(RUN.format(tests=TESTS) + "print(json.dumps(run(None)))", env={'KERAS_BACKEND': 'tensorflow'})
+    runs between them). In this process (the tests that use it are TensorFlow's only): a subprocess would start
+    TensorFlow once more for nothing."""
+    ns = {}
+    exec(RUN.format(tests=TESTS), ns)
+    return json.loads(json.dumps(ns['run'](None))) # as the workers' results arrive: through JSON
 
 
 # `slow` (out of .ci/test; `pytest -m slow tests/test_distribute.py` runs it): with it .ci/run measured 1178 s of its
