@@ -149,7 +149,7 @@ def pages(lab, browser):
         while queue and sum(n not in finished for n in opened) < 2: start(queue[0])
     def wait(name, timeout):
         "The lesson's page once every cell ran (or the run stopped at a failing one), and stayed so for two seconds."
-        if name in queue: start(name)
+        page_of(name) # started, if it was still waiting its turn
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             poll()
