@@ -182,27 +182,42 @@ def _out_path(out, fmt, int8, source:Path) -> Path:
         elif out.is_dir(): raise ValueError(f'{out}: a folder is in the way; choose another --out')
     return out
 
-def _export_tf(model, fmt, out, int8, calibration, size, n_calibration, seed):
-    "SavedModel (written beside `out`, then swapped in: an export that fails leaves the old one), or TFLite through a temporary SavedModel."
+_SAVED = {} # (Keras file, its mtime and size) -> a SavedModel of it in a temporary folder, removed at exit
+
+def _saved_model(model, source:Path) -> Path:
+    """The model as a TensorFlow SavedModel in a temporary folder, written once per process for each version of its
+    Keras file: exporting the SavedModel, TFLite and int8 TFLite of one run traces and writes it once, not three times."""
+    st = source.stat()
+    key = (str(source.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _SAVED or not (_SAVED[key] / 'saved_model.pb').exists():
+        import atexit
+        tmp = Path(tempfile.mkdtemp(prefix='.tl_course_savedmodel.'))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        model.export(str(tmp / 'saved_model'), format='tf_saved_model', verbose=False)
+        _SAVED[key] = tmp / 'saved_model'
+    return _SAVED[key]
+
+def _export_tf(model, fmt, out, int8, calibration, size, n_calibration, seed, source:Path):
+    "SavedModel (copied beside `out`, then swapped in: an export that fails leaves the old one), or TFLite converted from it."
     tf = _need('tensorflow', fmt)
     from tl_course.download import write_atomic
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent if fmt == 'savedmodel' else None))
-    saved = tmp / 'saved_model'
-    try:
-        model.export(str(saved), format='tf_saved_model', verbose=False)
-        if fmt == 'savedmodel':
+    saved = _saved_model(model, source)
+    if fmt == 'savedmodel':
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
+        try:
+            shutil.copytree(saved, tmp / 'saved_model')
             if out.exists(): os.replace(out, tmp / 'old') # (checked by `_out_path`: our own earlier export)
-            os.replace(saved, out)
-            return
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        if int8:
-            cal = calibration if isinstance(calibration, np.ndarray) else calibration_images(calibration, size, n_calibration, seed)
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ([im[None].astype(np.float32)] for im in cal)
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] # every operation in 8 bits, or fail
-        flat = conv.convert()
-        write_atomic(out, lambda p: p.write_bytes(flat))
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(tmp / 'saved_model', out)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+        return
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if int8:
+        cal = calibration if isinstance(calibration, np.ndarray) else calibration_images(calibration, size, n_calibration, seed)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([im[None].astype(np.float32)] for im in cal)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] # every operation in 8 bits, or fail
+    flat = conv.convert()
+    write_atomic(out, lambda p: p.write_bytes(flat))
 
 def export_classifier(model_path, # a `tl-course fit` run folder or a saved `.keras` classifier
                       fmt:str='tflite', # keras, savedmodel, tflite or onnx
@@ -228,7 +243,7 @@ def export_classifier(model_path, # a `tl-course fit` run folder or a saved `.ke
     elif fmt == 'onnx':
         with _tf_quiet(): write_atomic(out, lambda p: model.export(str(p), format='onnx', verbose=False))
     else:
-        with _tf_quiet(): _export_tf(model, fmt, out, int8, calibration, size, n_calibration, seed)
+        with _tf_quiet(): _export_tf(model, fmt, out, int8, calibration, size, n_calibration, seed, source)
     meta = {'format': fmt, 'int8': int8, 'source': str(model_path), 'input_size': size, 'mirror': info['mirror'],
             'classes': info.get('classes'), 'backbone': info.get('backbone'),
             'input': 'float32 (N, side, side, 3) RGB in [0, 255]: the evaluation crop (shorter side to side / 0.875, centre crop)'}
