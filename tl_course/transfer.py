@@ -7,29 +7,31 @@ fine-tuned, and compare with training from scratch: where features stop being ge
 __all__ = ['LAYERS', 'digit_task', 'small_convnet', 'compiled', 'restart', 'train_steps', 'accuracies', 'transfer_model',
            'depth_of', 'transfer_run', 'transfer_experiment', 'transfer_figure']
 
-# %% ../nbs/10_transfer.ipynb #b0135678
+# %% ../nbs/10_transfer.ipynb #d836c5cb
 import numpy as np
 import keras
 from matplotlib.figure import Figure
 
-# %% ../nbs/10_transfer.ipynb #6580daae
+# %% ../nbs/10_transfer.ipynb #2d2d332b
 def digit_task(x, y, # images (N, 28, 28) or (N, 28, 28, C) uint8, and their digits
                digits, # the digits of this task, in the order of their new labels 0, 1, ...
-               n_train:int=None, # training images per digit, drawn at random (the rest are the test set); None: all train
-               n_test:int=None, # test images per digit (None: all the rest)
+               n_train:int=None, # training images per digit, drawn at random; None: all of them train (no test set)
+               n_test:int=None, # test images per digit, drawn from the rest (None: all the rest)
                seed:int=0) -> tuple:
     "A task made of some of the digits: (x_train, y_train, x_test, y_test), one channel in [0, 1], labels 0..len(digits)-1."
     x = np.asarray(x)
     x = (x[..., :1] if x.ndim == 4 else x[..., None]).astype(np.float32) / 255
     rng, pick = np.random.default_rng(seed), [np.flatnonzero(np.asarray(y) == d) for d in digits]
-    if any(len(p) == 0 for p in pick): raise ValueError(f'digits {list(digits)}: {[d for d, p in zip(digits, pick) if not len(p)]} not in y')
+    need = (n_train or 0) + (n_test or 0)
+    short = {d: len(p) for d, p in zip(digits, pick) if len(p) == 0 or len(p) < need}
+    if short: raise ValueError(f'digits {short} (digit: images): fewer than the {need or 1} asked for; ask for fewer (n_train, n_test) or other digits')
     order = [rng.permutation(p) for p in pick]
-    train = [o[:n_train] if n_train else o for o in order]
-    test = [o[n_train:][:n_test] if n_train else o[:0] for o in order]
+    train = [o if n_train is None else o[:n_train] for o in order]
+    test = [o[:0] if n_train is None else o[n_train:][:n_test] for o in order]
     label = lambda parts: np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
     return x[np.concatenate(train)], label(train), x[np.concatenate(test)], label(test)
 
-# %% ../nbs/10_transfer.ipynb #a7daff98
+# %% ../nbs/10_transfer.ipynb #c3790cf1
 LAYERS = ('conv1', 'conv2', 'conv3', 'dense') # the layers one network can hand to another, from the input up
 
 def small_convnet(x, # the input tensor: (N, 28, 28, 1) digits in [0, 1]
@@ -44,17 +46,18 @@ def small_convnet(x, # the input tensor: (N, 28, 28, 1) digits in [0, 1]
     return L.Dense(n_classes, activation='softmax', name=prefix + 'output')(x)
 
 def compiled(model, lr:float=2e-3):
-    "The model compiled with Adam and cross-entropy on each of its outputs (not XLA: these small models trace faster without it)."
+    "The model compiled with Adam and cross-entropy on each of its outputs (on TensorFlow without XLA: these small models trace faster without it)."
     loss = {k: 'sparse_categorical_crossentropy' for k in model.output} if isinstance(model.output, dict) else 'sparse_categorical_crossentropy'
-    return model.compile(keras.optimizers.Adam(lr), loss, jit_compile=False) or model
+    model.compile(keras.optimizers.Adam(lr), loss, jit_compile=False if keras.backend.backend() == 'tensorflow' else 'auto') # JAX: jitted
+    return model
 
-# %% ../nbs/10_transfer.ipynb #c9a6c7f3
+# %% ../nbs/10_transfer.ipynb #144696eb
 def restart(model, seed:int):
     "A compiled model back to a fresh start, without tracing its training step again: its layers' initialisers drawn anew (seeded), the optimizer's state zeroed."
     keras.utils.set_random_seed(seed)
     model.set_weights(keras.models.clone_model(model).get_weights()) # the clone's layers draw their starting weights
     for v in model.optimizer.variables:
-        if 'learning_rate' not in v.path: v.assign(keras.ops.zeros_like(v)) # Adam's step count and moments
+        if 'learning_rate' not in v.path: v.assign(np.zeros(v.shape, v.dtype)) # Adam's step count and moments
     return model
 
 def train_steps(model, x, y, steps:int, batch:int=16, seed:int=0):
@@ -70,7 +73,7 @@ def accuracies(model, x, y) -> dict:
     p = model(x, training=False)
     return {k: float((keras.ops.convert_to_numpy(v).argmax(1) == y).mean()) for k, v in (p.items() if isinstance(p, dict) else [('output', p)])}
 
-# %% ../nbs/10_transfer.ipynb #d70a168a
+# %% ../nbs/10_transfer.ipynb #31f9d008
 def transfer_model(n_classes:int, depths=(1, 2, 3, 4), width:int=16, lr:float=2e-3) -> keras.Model:
     """Networks for task B side by side in one compiled model, one output each: `scratch`, and for each depth n
     `frozen<n>` (its first n layers copied and kept: AnB) and `fine<n>` (copied, then trained with the rest: AnB+)."""
@@ -88,13 +91,15 @@ def depth_of(name:str) -> int:
 def transfer_run(model, # the side-by-side networks for B (`transfer_model`)
                  source, # a network trained on A, its layers named as in LAYERS
                  x, y, steps:int, seed:int=0) -> keras.Model:
-    "Each network from the same seeded fresh start, its first layers copied from `source`, then all trained on the same batches of (x, y)."
+    "Every network from the scratch network's fresh start (seeded), its first layers copied from `source`, then all trained on the same batches of (x, y)."
     restart(model, seed)
+    start = {name: model.get_layer(f'scratch_{name}').get_weights() for name in LAYERS + ('output',)}
     for k in model.output:
-        for name in LAYERS[:depth_of(k)]: model.get_layer(f'{k}_{name}').set_weights(source.get_layer(name).get_weights())
+        for name in LAYERS + ('output',):
+            model.get_layer(f'{k}_{name}').set_weights(source.get_layer(name).get_weights() if name in LAYERS[:depth_of(k)] else start[name])
     return train_steps(model, x, y, steps, seed=seed)
 
-# %% ../nbs/10_transfer.ipynb #d25a6fb2
+# %% ../nbs/10_transfer.ipynb #6878b5f9
 def transfer_experiment(x, y, # images and digits (MNIST-5k: `get_dataset('mnist5k')`)
                         net_a, # a compiled network for A (`small_convnet`), retrained here from each seed's start
                         net_b, # the side-by-side networks for B (`transfer_model`), retrained here for each seed
@@ -114,7 +119,7 @@ def transfer_experiment(x, y, # images and digits (MNIST-5k: `get_dataset('mnist
                  for k, a in accuracies(net_b, xt, yt).items()]
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_transfer.ipynb #317c4b63
+# %% ../nbs/10_transfer.ipynb #1c5ff69c
 def transfer_figure(table, # `mode, n` rows, `mean` and `half_interval` columns (accuracies in [0, 1])
                     title:str=''):
     "B's accuracy against the number of layers copied: frozen and fine-tuned, with 95 % intervals; scratch as a band."
