@@ -38,8 +38,7 @@ from tl_course.datasets import bundled_photos, get_dataset
 from tl_course.data import resize_center_crop, load_image
 from tl_course.folders import load_image_folder
 from tl_course.probe import eval_split
-from tl_course.explain import gradcam, upsample
-from tl_course.evaluate import _split, _logits, _grad # Grad-CAM's pieces, for the log-probability's map
+from tl_course.explain import gradcam, upsample, delete_pixels
 
 
 def fill_image(img, how, sigma):
@@ -48,30 +47,6 @@ def fill_image(img, how, sigma):
     if how == 'blur': return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)))
     if how == 'mean': return np.broadcast_to(img.reshape(-1, 3).mean(0).astype(np.uint8), img.shape).copy()
     raise ValueError(how)
-
-
-def cams_of(model, x, target, chunk=16):
-    "Grad-CAM maps (N, h, w) in [0, 1] and the top classes: of the logit (`gradcam`) or of the log-probability."
-    if target == 'logit': return gradcam(model, x)
-    import keras
-    to_maps, after = _split(model)
-    out, classes = [], []
-    for s in range(0, len(x), chunk):
-        maps = keras.ops.convert_to_tensor(to_maps(np.asarray(x[s:s + chunk], np.float32)))
-        cls = keras.ops.convert_to_numpy(_logits(after, maps)).argmax(1)
-        pick = keras.ops.convert_to_tensor(np.eye(1000, dtype=np.float32)[cls])
-        _, g = _grad(lambda a: keras.ops.sum(keras.ops.log_softmax(_logits(after, a), axis=-1) * pick), maps)
-        m, g = keras.ops.convert_to_numpy(maps), keras.ops.convert_to_numpy(g)
-        cam = np.maximum((m * g.mean((1, 2), keepdims=True)).sum(-1), 0)
-        out.append(cam / np.maximum(cam.max((1, 2), keepdims=True), 1e-12)); classes.append(cls)
-    return np.concatenate(out), np.concatenate(classes)
-
-
-def delete(img, order, fill, share=0.2):
-    "`img` with the first `share` of its pixels in `order` taken from `fill`."
-    out, k = img.reshape(-1, 3).copy(), int(round(share * img.shape[0] * img.shape[1]))
-    out[order[:k]] = fill.reshape(-1, 3)[order[:k]]
-    return out.reshape(img.shape)
 
 
 def main():
@@ -91,14 +66,14 @@ def main():
         for i in sorted(np.random.default_rng(0).permutation(len(files))[:int(n)]):
             imgs.append(resize_center_crop(load_image(files[i]), 224)); names.append(ds)
     imgs, names = np.stack(imgs), np.array(names)
-    cams, cls = cams_of(top.model, top.preprocess(imgs.astype(np.float32)), a.target)
+    cams, cls = gradcam(top.model, top.preprocess(imgs.astype(np.float32)), score=a.target)
     predict = lambda x: np.asarray(top.model.predict(top.preprocess(x.astype(np.float32)), verbose=0, batch_size=32))
     rank = lambda m: np.argsort(-upsample(m, imgs.shape[1:3]).ravel(), kind='stable')
     for how, share in [(h, float(s)) for h in a.fills.split(',') for s in a.shares.split(',')]:
         rows = []
         for img, cam, c in zip(imgs, cams, cls):
             rng, fill = np.random.default_rng(0), fill_image(img, how, a.sigma)
-            batch = [img, delete(img, rank(cam), fill, share)] + [delete(img, rank(rng.random(cam.shape)), fill, share) for _ in range(20)]
+            batch = [img, delete_pixels(img, rank(cam), share, fill)] + [delete_pixels(img, rank(rng.random(cam.shape)), share, fill) for _ in range(20)]
             p = predict(np.stack(batch))[:, c]
             rows.append((p[0], p[1], p[2:].mean()))
         rows = np.array(rows); held = rows[:, 1] < rows[:, 2]

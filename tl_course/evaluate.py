@@ -116,15 +116,18 @@ def _grad(f, x):
 def gradcam(model, # a Keras model: a registry backbone with its top, or a fine-tuned `classifier`
             x, # its inputs, (N, H, W, 3), as the model takes them
             class_index=None, # the class to explain: an int, one per image, or None for each image's top class
+            score:str='logit', # what is explained: the class's 'logit' (Grad-CAM's choice) or its 'logprob', the class against the others
            ) -> tuple:
     """Grad-CAM (Selvaraju et al. 2017): the last feature maps weighted by the mean gradient of the class's score (its
     logit), summed, kept where positive. Returns (maps (N, h, w) scaled to [0, 1] per image, the classes explained)."""
+    if score not in ('logit', 'logprob'): raise ValueError(f"score: expected 'logit' or 'logprob', received {score!r}")
     to_maps, after = _split(model)
     maps = keras.ops.convert_to_tensor(to_maps(np.asarray(x, np.float32)))
     logits = keras.ops.convert_to_numpy(_logits(after, maps))
     cls = logits.argmax(1) if class_index is None else np.broadcast_to(np.asarray(class_index), (len(logits),))
     pick = keras.ops.convert_to_tensor(np.eye(logits.shape[1], dtype=np.float32)[cls])
-    _, grads = _grad(lambda a: keras.ops.sum(_logits(after, a) * pick), maps)
+    of = (lambda z: z) if score == 'logit' else (lambda z: keras.ops.log_softmax(z, axis=-1))
+    _, grads = _grad(lambda a: keras.ops.sum(of(_logits(after, a)) * pick), maps)
     maps, grads = keras.ops.convert_to_numpy(maps), keras.ops.convert_to_numpy(grads)
     cam = np.maximum((maps * grads.mean((1, 2), keepdims=True)).sum(-1), 0)
     return cam / np.maximum(cam.max((1, 2), keepdims=True), 1e-12), cls
@@ -149,10 +152,13 @@ def overlay_figure(images, # (N, H, W, 3) uint8, as shown
 # %% ../nbs/08_evaluate.ipynb #fc6d40ab
 def delete_pixels(img, # (H, W, 3) uint8
                   order, # pixel indices, the first ones deleted first
-                  share:float=0.2) -> np.ndarray:
-    "The image with the first `share` of its pixels in `order` set to grey (128: 0 after the networks' preprocessing)."
+                  share:float=0.2,
+                  fill=128, # what deleted pixels become: a grey level (128: 0 after the networks' preprocessing) or an image like `img`
+                 ) -> np.ndarray:
+    "The image with the first `share` of its pixels in `order` replaced by `fill` (grey by default)."
     out = img.reshape(-1, 3).copy()
-    out[order[:int(round(share * len(out)))]] = 128
+    k = order[:int(round(share * len(out)))]
+    out[k] = fill if np.ndim(fill) == 0 else np.asarray(fill).reshape(-1, 3)[k]
     return out.reshape(img.shape)
 
 def deletion_check(predict, # images (N, H, W, 3) uint8 -> class probabilities (N, classes)
