@@ -124,7 +124,7 @@ STARTED, ENDED = {}, {} # lesson -> when Run All was clicked, when it was seen f
 # two at a time, the next as soon as one finishes, so that the last to run is a short one and no core waits long
 # (in file order, with each lesson started only once the one before it was checked, the browser step took 421 s)
 SECONDS_HINT = {'09_domains.ipynb': 108, '11_blog.ipynb': 105, '12_choosing.ipynb': 84, '07_train.ipynb': 82,
-                '08_evaluate.ipynb': 73, '06_features.ipynb': 71, '10_transfer.ipynb': 66, '05_backbones.ipynb': 58, '03_data.ipynb': 46,
+                '08_evaluate.ipynb': 73, '06_features.ipynb': 71, '10_transfer.ipynb': 93, '05_backbones.ipynb': 58, '03_data.ipynb': 46,
                 '02_optim.ipynb': 31}
 ORDER = sorted((p.name for p in LESSONS), key=lambda n: -SECONDS_HINT.get(n, 60)) # a new lesson: a guess of a minute
 
