@@ -125,7 +125,7 @@ STARTED, ENDED = {}, {} # lesson -> when Run All was clicked, when it was seen f
 # (in file order, with each lesson started only once the one before it was checked, the browser step took 421 s)
 SECONDS_HINT = {'09_domains.ipynb': 108, '11_blog.ipynb': 105, '12_choosing.ipynb': 84, '07_train.ipynb': 82,
                 '08_evaluate.ipynb': 73, '06_features.ipynb': 71, '10_transfer.ipynb': 93, '05_backbones.ipynb': 58, '03_data.ipynb': 46,
-                '02_optim.ipynb': 31}
+                '02_optim.ipynb': 31, '13_depth.ipynb': 75}
 ORDER = sorted((p.name for p in LESSONS), key=lambda n: -SECONDS_HINT.get(n, 60)) # a new lesson: a guess of a minute
 
 @pytest.fixture(scope='module')

@@ -130,7 +130,7 @@ def fit_top(run):
                                                weight_decay=s['weight_decay'], name='fine_adamw'))
     run.fit(run.model, train, val, phase=2)
 
-def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` built without its top (pooled)
+def fine_tune(backbone='efficientnet_lite0', # a registry name, or a `Backbone` built without its top (pooled; phase 2 trains it in place)
               train=None, # (images, labels): image paths or an (N, H, W, 3) uint8 array, and int labels
               val=None, # (images, labels) measured after each epoch, or None
               classes=None, # class names; default '0', '1', ...
