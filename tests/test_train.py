@@ -103,7 +103,9 @@ def test_phase_1_moves_the_head_and_nothing_else(tiny_run):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), 'a frozen weight moved in phase 1'
     assert sorted(head_a) == ['classifier/bias', 'classifier/kernel'], 'phase 1 fits the new head alone'
     assert not np.array_equal(head_a['classifier/kernel'], head_b['classifier/kernel'])
-    assert run.history['phase'][:3] == [1, 1, 1] and run.history['loss'][-1] < run.history['loss'][0]
+    # phase 1's own loss falls (its epochs 0 to 2); the history's last row is phase 2's, on augmented images under
+    # dropout, whose loss need not be below phase 1's first (it was not once on JAX: 1.159 against 1.156)
+    assert run.history['phase'][:4] == [1, 1, 1, 2] and run.history['loss'][2] < run.history['loss'][0]
 
 
 def test_phase_2_trains_the_top_and_keeps_batchnorm_statistics(tiny_run):
