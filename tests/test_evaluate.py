@@ -70,9 +70,9 @@ def test_confident_mistakes_are_wrong_and_sorted():
 
 
 def test_gradients_are_the_backends_own():
-    from tl_course.evaluate import _grad
+    from tl_course.distribute import value_and_grad
     x = np.array([1.0, -2.0, 3.0], np.float32)
-    y, g = _grad(lambda a: keras.ops.sum(a ** 3), keras.ops.convert_to_tensor(x))
+    y, g = value_and_grad(lambda a: keras.ops.sum(a ** 3), keras.ops.convert_to_tensor(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(g), 3 * x ** 2, rtol=1e-6)
     assert float(keras.ops.convert_to_numpy(y)) == pytest.approx(20.0) # 1 - 8 + 27
 

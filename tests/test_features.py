@@ -316,12 +316,12 @@ def test_a_live_writers_part_file_is_left_alone(bb, files, tmp_path):
 # --- the probe ---
 
 def test_linear_probe_separates_colours(colours, tmp_path):
-    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), power='auto', cache=tmp_path / 'c')
+    p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), layers='cut', power='auto', cache=tmp_path / 'c')
     m = p.metrics
     assert m['accuracy'] == 1.0 and m['n_train'] == 16 and m['n_val'] == 8 and m['classes'] == ['blue', 'red']
     assert m['eval_split'] == 'val' and m['mirror'] is True and m['C'] in F.CS
     cv = m['cv_accuracy_by_features']
-    # the features by CV at power 1 (the default layers='cut': the head, or the head and the cut layer), then the power
+    # the features by CV at power 1 (layers='cut': the head, or the head and the cut layer), then the power
     chosen = max(['head', 'head+block10_add'], key=cv.get)
     assert list(cv) == ['head', 'head+block10_add', f'{chosen}, signed power 0.5']
     assert m['features_from'] == max(cv, key=cv.get) and m['power'] == (0.5 if 'power' in m['features_from'] else 1)
@@ -417,21 +417,33 @@ def test_pooled_layers_are_the_layer_means(bb, files):
 
 
 @pytest.mark.backend_free
-def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
+def test_the_default_layers_are_the_suites_choice(colours, tmp_path):
+    "With no `layers`, the probe chooses among every stage output, as 'auto' (bench/results/suite.json chose it over 'cut')."
+    from tl_course.registry import stage_outputs
     bb = get_backbone('efficientnet_lite0', input_size=SIZE)
-    first = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
+    p = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
+    cv = p.metrics['cv_accuracy_by_features']
+    assert p.metrics['layers'] == 'auto' and p.extra_layers == tuple(stage_outputs(bb))
+    assert {f'head+{s}' for s in stage_outputs(bb)} <= set(cv) # round one tried each stage beside the head
+    assert p.metrics['features_from'] in cv and cv[p.metrics['features_from']] == max(cv.values())
+
+
+@pytest.mark.backend_free
+def test_cross_validation_is_cached_too(colours, tmp_path, monkeypatch):
+    bb = get_backbone('efficientnet_lite0', input_size=SIZE) # layers='cut': two CV fits, counted below
+    first = F.linear_probe(colours, backbone=bb, layers='cut', cache=tmp_path / 'c')
     fits = []
     real = F.fit_probe
     import tl_course.probe as PR  # linear_probe's module, where it looks fit_probe up
     monkeypatch.setattr(PR, 'fit_probe', lambda *a, **k: fits.append(k.get('Cs')) or real(*a, **k))
-    again = F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c')
+    again = F.linear_probe(colours, backbone=bb, layers='cut', cache=tmp_path / 'c')
     assert again.metrics['cv_cached'] and not first.metrics['cv_cached']
     assert fits == [(first.metrics['C'],)], 'a cached re-run must fit once, at the C chosen before'
     for k in ('accuracy', 'C', 'features_from', 'cv_accuracy_by_features'): assert again.metrics[k] == first.metrics[k]
     for a, b in zip(first.pipeline.steps, again.pipeline.steps): assert type(a[1]) is type(b[1])
     np.testing.assert_array_equal(first.pipeline.named_steps['classifier'].coef_, again.pipeline.named_steps['classifier'].coef_)
     fits.clear()
-    F.linear_probe(colours, backbone=bb, cache=tmp_path / 'c', selection='pca', n_components=4)
+    F.linear_probe(colours, backbone=bb, layers='cut', cache=tmp_path / 'c', selection='pca', n_components=4)
     assert len(fits) == 3 and fits[0] is None, 'other probe settings must not reuse the cached choice'  # 2 CV fits, 1 refit
 
 

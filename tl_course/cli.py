@@ -157,7 +157,7 @@ def _probe_all(folder, source, data_dir, as_json, **kw) -> str:
     return '\n'.join(lines)
 
 def probe(data_dir:str, val_dir:str=None, val_split:float=None, backbone:str='efficientnet_lite0',
-          pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False, layers:str='cut') -> str:
+          pca:int=None, lda:bool=False, mirror:bool=True, cache:bool=True, as_json:bool=False, layers:str='auto') -> str:
     "The `probe` verb: a linear classifier on a pretrained network's features, measured on held-out images; `backbone='all'`: on each backbone."
     folder, source = _probe_folder(data_dir, val_dir, val_split)
     kw = dict(selection='pca' if pca else 'lda' if lda else None, n_components=pca, mirror=mirror, cache=cache, layers=layers)
@@ -365,10 +365,10 @@ def _parser():
     sel.add_argument('--lda', action='store_true', help='project with shrinkage LDA (classes - 1 dimensions)')
     pb.add_argument('--no-mirror', '--no-flip', dest='no_mirror', action='store_true', help='do not average features with the mirror image (text, digits)')
     pb.add_argument('--no-cache', action='store_true', help='extract features again instead of reusing cached ones')
-    pb.add_argument('--layers', default='cut', metavar='WHICH',
-                    help="inner layers whose pooled outputs join the network's features: cut (default: its cut layer, if "
-                         "cross-validation on the training images prefers it), head (none), auto (up to two stage outputs, "
-                         "each kept if cross-validation prefers it), all (as auto, and prints each stage alone: the "
+    pb.add_argument('--layers', default='auto', metavar='WHICH',
+                    help="inner layers whose pooled outputs join the network's features: auto (default: up to two stage "
+                         "outputs, each kept if cross-validation on the training images prefers it), head (none), cut (its "
+                         "cut layer, if cross-validation prefers it), all (as auto, and prints each stage alone: the "
                          "layer-transferability curve), or LAYER,LAYER,...")
     pb.add_argument('--json', action='store_true', help='print one JSON object')
     ft = _with_data_args(sub.add_parser('fit', help='fine-tune a pretrained network on a folder (two phases); resumes an unfinished run'))

@@ -100,18 +100,7 @@ def _logits(layers, maps):
     return keras.ops.matmul(x, keras.ops.cast(last.kernel, x.dtype)) + keras.ops.cast(last.bias, x.dtype)
 
 # %% ../nbs/08_evaluate.ipynb #ce8e6485
-def _grad(f, x):
-    "f(x) (a scalar) and its gradient with respect to x, with the backend's own automatic differentiation."
-    backend = keras.backend.backend()
-    if backend == 'tensorflow':
-        import tensorflow as tf
-        x = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape: tape.watch(x); y = f(x)
-        return y, tape.gradient(y, x)
-    if backend == 'jax':
-        import jax
-        return jax.value_and_grad(f)(x)
-    raise NotImplementedError(f'Grad-CAM is written for the tensorflow and jax backends, not {backend!r}')
+from .distribute import value_and_grad # tf.GradientTape or jax.value_and_grad (reference/distribute)
 
 def gradcam(model, # a Keras model: a registry backbone with its top, or a fine-tuned `classifier`
             x, # its inputs, (N, H, W, 3), as the model takes them
@@ -127,7 +116,7 @@ def gradcam(model, # a Keras model: a registry backbone with its top, or a fine-
     cls = logits.argmax(1) if class_index is None else np.broadcast_to(np.asarray(class_index), (len(logits),))
     pick = keras.ops.convert_to_tensor(np.eye(logits.shape[1], dtype=np.float32)[cls])
     of = (lambda z: z) if score == 'logit' else (lambda z: keras.ops.log_softmax(z, axis=-1))
-    _, grads = _grad(lambda a: keras.ops.sum(of(_logits(after, a)) * pick), maps)
+    _, grads = value_and_grad(lambda a: keras.ops.sum(of(_logits(after, a)) * pick), maps)
     maps, grads = keras.ops.convert_to_numpy(maps), keras.ops.convert_to_numpy(grads)
     cam = np.maximum((maps * grads.mean((1, 2), keepdims=True)).sum(-1), 0)
     return cam / np.maximum(cam.max((1, 2), keepdims=True), 1e-12), cls

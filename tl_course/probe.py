@@ -67,7 +67,7 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
                  selection:str=None, # None, 'pca' or 'lda' (see `probe_pipeline`)
                  n_components=None, # for PCA or LDA
                  mirror:bool=True, # average features with the mirror image's (train and evaluation)
-                 layers='cut', # which pooled inner layers join the head's features; see below
+                 layers='auto', # which pooled inner layers join the head's features; see below (chosen on bench/suite.py)
                  power=1, # `signed_power` exponent: a number (1: none), or 'auto' (0.5 if CV on train prefers it to 1)
                  val_split:float=None, # for a folder path with no val/test split
                  cache=True, # see `extract_features`
@@ -77,9 +77,10 @@ def linear_probe(data, # an `ImageFolder` with a val or test split, or a folder 
                 ) -> Probe:
     """Extract features of the train and evaluation splits, fit the probe on train only, measure it on the other.
 
-    `layers`: 'head' (the network's features alone); 'cut' (the head's, or the head's and the cut layer's pooled output,
-    whichever cross-validation on train prefers); 'auto' (the head's, then, one at a time and while cross-validation
-    prefers it, up to two stage outputs of `stage_outputs`); 'all' (as 'auto', and every stage output alone and the head
+    `layers`: 'auto', the default (the head's features, then, one at a time and while cross-validation on train
+    prefers it, up to two stage outputs of `stage_outputs`); 'head' (the network's features alone); 'cut' (the head's,
+    or the head's and the cut layer's pooled output, whichever cross-validation on train prefers: the default until
+    `bench/suite.py` measured 'auto' better on the whole suite); 'all' (as 'auto', and every stage output alone and the head
     alone measured too, in `metrics['by_layer']`: the layer-transferability curve); or names of inner layers (a list,
     or one string with commas), always appended."""
     t0 = time.time()
