@@ -230,10 +230,11 @@ def test_backbone_all_is_for_probe_only(capsys):
 
 def test_probe_holds_out_a_share_when_there_is_no_val_split(digit_dirs, capsys, monkeypatch):
     monkeypatch.chdir(digit_dirs)
-    assert cli.main(['probe', 'flat', '--no-flip', '--lda', '--json']) == 0
+    # --layers head: this test is about the split; the default's choice among the stages is test_probe_json's
+    assert cli.main(['probe', 'flat', '--no-flip', '--lda', '--layers', 'head', '--json']) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out['n_train'], out['n_val']) == (48, 12) and '20%' in out['evaluated_on'] and out['features'] == 2
-    assert cli.main(['probe', 'flat', '--no-flip', '--val-split', '0.5', '--json']) == 0
+    assert cli.main(['probe', 'flat', '--no-flip', '--val-split', '0.5', '--layers', 'head', '--json']) == 0
     assert json.loads(capsys.readouterr().out)['n_val'] == 30
 
 
