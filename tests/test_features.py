@@ -334,7 +334,7 @@ def test_linear_probe_separates_colours(colours, tmp_path):
 @pytest.mark.parametrize('selection,n,width', [('pca', 8, 8), ('pca', 500, 15), ('lda', None, 1)])
 def test_linear_probe_with_selection(colours, tmp_path, selection, n, width):
     p = F.linear_probe(colours, backbone=get_backbone('efficientnet_lite0', input_size=SIZE), selection=selection,
-                       n_components=n, layers='head', cache=tmp_path / 'c') # the head's features: one CV fit, not the default's eight to fifteen
+                       n_components=n, layers='head', cache=tmp_path / 'c') # the head's features: one CV fit, not the default's eight to fourteen
     # this test is about the wiring (the width that reaches the classifier); with 16 noisy training images the
     # selected features cost an error at most, which is all the 0.75 allows (6 of 8)
     assert p.metrics['features'] == width and p.metrics['accuracy'] >= 0.75
