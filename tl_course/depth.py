@@ -156,7 +156,7 @@ def load_depth_report(path) -> dict:
     for e in report['sets'].values(): e['summary'] = depth_summary(e['runs'])
     return report
 
-def depth_figure(report:dict, # `depth_experiment`'s report
+def depth_figure(report:dict, # `depth_experiment`'s report, or `load_depth_report`'s
                  title:str='') -> Figure:
     "Held-out accuracy against depth, one panel per data set: each seed a thin line (the runs are paired), the mean a thick one."
     sets = {n: e for n, e in report['sets'].items() if e['runs']}
@@ -164,7 +164,7 @@ def depth_figure(report:dict, # `depth_experiment`'s report
     fig = Figure(figsize=(4 * len(sets), 3.4), layout='constrained')
     axs = np.atleast_1d(fig.subplots(1, len(sets)))
     for ax, (name, e) in zip(axs, sets.items()):
-        depths, summary = [d for d in DEPTHS if any(r['depth'] == d for r in e['runs'])], depth_summary(e['runs'])
+        depths, summary = [d for d in DEPTHS if any(r['depth'] == d for r in e['runs'])], e['summary'] # kept up to date with the runs
         for seed in sorted({r['seed'] for r in e['runs']}):
             acc = {r['depth']: r['accuracy'] for r in e['runs'] if r['seed'] == seed}
             ax.plot([depths.index(d) for d in depths if d in acc], [100 * acc[d] for d in depths if d in acc],
