@@ -16,7 +16,8 @@ worth, and the defaults' choice of features; then the mean difference.
 `--layers` gives the probe another `layers` than the library's default ('auto'), to judge a candidate default on the
 whole suite. Measured (bench/results/suite.json and suite_cut.json): 'auto' +1.20 points over the baseline on average,
 +0.3 at worst (MNIST); 'cut', the default before, +0.91 on average; 'auto' never scored below 'cut' on a set, and its
-probe took 1.8 to 3.1 times as long on the four larger sets (more stage outputs to choose among by cross-validation).
+probe took 1.8 to 3.1 times as long on the four larger sets (more stage outputs to choose among by cross-validation;
+an underestimate: the 'auto' run found the baseline's features cached by the 'cut' run).
 
 Data sets come through `get_dataset` (TL_COURSE_DATA); a FOLDER is `<root>/<split>/<class>/*` with a val or test
 split. Features are cached (TL_COURSE_CACHE), so a second run takes seconds; the first, about 15 minutes on 2 CPU
